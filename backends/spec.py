@@ -177,17 +177,21 @@ def check_dtype(dtype: str) -> None:
 def check_params(params: dict, cfg: TromptConfig) -> None:
     shapes = param_shapes(cfg)
     if not isinstance(params, dict):
-        raise ValueError(f"params must be a dict of arrays keyed by canonical names, got {type(params).__name__}")
+        raise ValueError(f"params must be a dict keyed by canonical names, got {type(params).__name__}")
     missing = [k for k in shapes if k not in params]
-    extra = [k for k in params if k not in shapes]
+    extra = [str(k) for k in params if k not in shapes]
     if missing:
-        raise ValueError(f"missing parameters: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+        raise ValueError(f"missing parameters: {_first_few(missing)}")
     if extra:
-        raise ValueError(f"unknown parameters: {', '.join(map(str, extra[:5]))}{' ...' if len(extra) > 5 else ''}")
+        raise ValueError(f"unknown parameters: {_first_few(extra)}")
     for name, shape in shapes.items():
         got = tuple(np.shape(params[name]))
         if got != shape:
             raise ValueError(f"parameter {name} has shape {got}, expected {shape}")
+
+
+def _first_few(names: list[str], k: int = 5) -> str:
+    return ", ".join(names[:k]) + (f" ... ({len(names)} in all)" if len(names) > k else "")
 
 
 def check_x(x: np.ndarray, cfg: TromptConfig) -> None:
