@@ -186,7 +186,7 @@ def clean(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np
 
 N_LATENT = 16
 TARGET_MEAN, TARGET_STD, BAYES_R2 = 4.5, 0.38, 0.8
-ROWS_PER_CHUNK = 8_192
+ROWS_PER_CHUNK = 1_024
 
 
 def _column_plan(n_columns: int, seed: int) -> dict[str, np.ndarray]:
@@ -270,8 +270,8 @@ def _make_rows(n_rows: int, plan: dict[str, np.ndarray], rng: np.random.Generato
 
 def make_synthetic(n_train: int, n_val: int, n_columns: int = N_COLUMNS,
                    seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Raw (uncleaned, NaN-holding) X, Y for both splits; rows are made in seeded chunks, so a
-    split's rows do not depend on how many rows the other split has."""
+    """Raw (uncleaned, NaN-holding) X, Y for both splits, made in seeded chunks of rows: row i of a
+    split depends only on (seed, split, i), not on the sizes asked for."""
     plan = _column_plan(n_columns, seed)
     moments = _signal_moments()
     out = []
@@ -279,8 +279,9 @@ def make_synthetic(n_train: int, n_val: int, n_columns: int = N_COLUMNS,
         xs, ys = [], []
         for chunk, start in enumerate(range(0, n_rows, ROWS_PER_CHUNK)):
             rng = np.random.default_rng([seed, 2, split, chunk])
-            x, y = _make_rows(min(ROWS_PER_CHUNK, n_rows - start), plan, rng, drift, moments)
-            xs.append(x)
-            ys.append(y)
+            # Always a whole chunk (then cut), so row i is the same whatever the split's size.
+            x, y = _make_rows(ROWS_PER_CHUNK, plan, rng, drift, moments)
+            xs.append(x[:n_rows - start])
+            ys.append(y[:n_rows - start])
         out += [np.concatenate(xs), np.concatenate(ys)]
     return out[0], out[1], out[2], out[3]
