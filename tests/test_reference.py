@@ -75,7 +75,9 @@ def test_gradients_match_finite_differences(ref64):
             minus = {k: v.copy() for k, v in params.items()}
             plus[name][idx] += h
             minus[name][idx] -= h
-            fd = (ref64.loss_and_grad(plus, x, y, TINY)[0] - ref64.loss_and_grad(minus, x, y, TINY)[0]) / (2 * h)
+            loss_plus = ref64.loss_and_grad(plus, x, y, TINY)[0]
+            loss_minus = ref64.loss_and_grad(minus, x, y, TINY)[0]
+            fd = (loss_plus - loss_minus) / (2 * h)
             assert grads[name][idx] == pytest.approx(fd, rel=1e-6, abs=1e-9), (name, idx)
 
 
@@ -128,7 +130,8 @@ def test_float32_reference_is_close_to_float64():
     params, x, y = tiny_problem(seed=6)
     ref32 = backends.load("reference", dtype="float32")
     ref64 = backends.load("reference", dtype="float64")
-    np.testing.assert_allclose(ref32.forward(params, x, TINY), ref64.forward(params, x, TINY), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ref32.forward(params, x, TINY), ref64.forward(params, x, TINY),
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_parameter_names_and_count_match_the_original():
