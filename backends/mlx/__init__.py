@@ -1,0 +1,87 @@
+"""MLX backend: the R5 rewrite of Trompt (model.py), compiled with mx.compile (train.py).
+
+    b = backends.load("mlx", device="cpu", dtype="float32")
+
+Devices: "cpu" (Linux needs the mlx[cpu] wheel) and "gpu" (Metal on a Mac, or an mlx[cuda]
+build). float64 exists on the CPU only. The contract is in backends/base.py.
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+
+from backends import spec
+from backends.base import Backend
+from backends.mlx.model import (
+    MLX_DTYPES,
+    forward,
+    mse_over_cycles,
+    stack_cells,
+    to_mlx,
+    to_numpy,
+    unstack_cells,
+)
+from backends.mlx.train import MLXTrainer, TorchAdamW
+
+__all__ = ["MLXBackend", "TorchAdamW", "make_backend"]
+
+
+class MLXBackend(Backend):
+    name = "mlx"
+    devices = ("cpu", "gpu")
+    trainer_class = MLXTrainer
+
+    def _check_device_present(self) -> None:
+        if self.device == "gpu":
+            if not mx.is_available(mx.gpu):
+                raise ValueError("device 'gpu' requested but MLX sees no GPU "
+                                 "(it needs Metal on macOS, or the mlx[cuda] build)")
+            if self.dtype == "float64":
+                raise ValueError("MLX supports float64 on the CPU only; use dtype float32 on 'gpu'")
+        # One backend per process (bench runs each in its own), so setting the default is enough.
+        mx.set_default_device(mx.gpu if self.device == "gpu" else mx.cpu)
+
+    def _stacked(self, params: dict[str, np.ndarray], cfg: spec.TromptConfig) -> dict[str, mx.array]:
+        return to_mlx(stack_cells(params, cfg), self.dtype)
+
+    def _forward(self, params: dict[str, np.ndarray], x: np.ndarray, cfg: spec.TromptConfig) -> np.ndarray:
+        return np.array(forward(self._stacked(params, cfg), mx.array(x, dtype=MLX_DTYPES[self.dtype])))
+
+    def _loss_and_grad(self, params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray,
+                       cfg: spec.TromptConfig) -> tuple[float, dict[str, np.ndarray]]:
+        dtype = MLX_DTYPES[self.dtype]
+        loss, grads = mx.value_and_grad(mse_over_cycles)(
+            self._stacked(params, cfg), mx.array(x, dtype=dtype), mx.array(y, dtype=dtype))
+        return loss.item(), unstack_cells(to_numpy(grads), cfg)
+
+    def train_steps(self, params: dict[str, np.ndarray], batches: list, cfg: spec.TromptConfig,
+                    lr: float = spec.LR, weight_decay: float = spec.WEIGHT_DECAY,
+                    state: dict | None = None) -> tuple[dict[str, np.ndarray], list[float]]:
+        """MLX's own (torch-corrected) AdamW through the compiled trainer, not the numpy yardstick.
+        `state` carries the optimizer state (m, v, step) from one call to the next."""
+        for x, y in batches:
+            spec.check_x(x, cfg)
+            spec.check_y(y, x)
+        if not batches:
+            return {k: np.array(v) for k, v in params.items()}, []
+        x_all = np.concatenate([x for x, _ in batches])
+        y_all = np.concatenate([y for _, y in batches])
+        trainer = self.trainer(params, cfg, x_all, y_all, lr, weight_decay)
+        if state is not None and "mlx_optimizer" in state:
+            trainer.optimizer.state.update(state["mlx_optimizer"])
+        start = 0
+        for x, _ in batches:
+            trainer.step(np.arange(start, start + len(x)))
+            start += len(x)
+        trainer.sync()
+        if state is not None:
+            state["mlx_optimizer"] = trainer.optimizer.state
+        return trainer.params(), trainer.losses()
+
+    def versions(self) -> dict[str, str]:
+        return {"mlx": mx.__version__}
+
+
+def make_backend(device: str = "cpu", dtype: str = "float32") -> MLXBackend:
+    return MLXBackend(device=device, dtype=dtype)

@@ -1,0 +1,124 @@
+"""Training in MLX: AdamW with torch's semantics, and the compiled, device-resident train step.
+
+Reads top to bottom like every backend's train.py: optimizer, compiled step, then the trainer
+that owns parameters, optimizer state and the whole training set (see backends/base.py).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import mlx.core as mx
+import mlx.optimizers as optim
+import numpy as np
+
+from backends import spec
+from backends.base import Trainer
+from backends.mlx.model import (
+    MLX_DTYPES,
+    forward,
+    mse_over_cycles,
+    stack_cells,
+    to_mlx,
+    to_numpy,
+    unstack_cells,
+)
+from backends.mlx.parallel import check_parallel
+
+
+class TorchAdamW(optim.AdamW):
+    """mlx.optimizers.AdamW made to compute exactly what torch.optim.AdamW computes.
+
+    MLX's AdamW already decays decoupled, before the Adam step, and puts eps outside the square
+    root like torch. Two settings differ (frameworks_notes.md §3), so this subclass fixes both:
+      - bias correction is off by default in MLX; torch always applies it;
+      - with it on, MLX evaluates beta**step in float32 (even for float64 parameters), and
+        1 - 0.999 is then off by 1.3e-5 relative, which shifts every early update by ~6e-6.
+        Here 1 - beta**step = -expm1(step * ln(beta)) in the parameter's dtype: exact.
+    The learning rate is kept in the parameter dtype for the same reason.
+    """
+
+    def __init__(self, learning_rate: float, weight_decay: float, dtype: str) -> None:
+        super().__init__(learning_rate=mx.array(learning_rate, dtype=MLX_DTYPES[dtype]),
+                         betas=list(spec.BETAS), eps=spec.ADAM_EPS, weight_decay=weight_decay,
+                         bias_correction=True)
+
+    def apply_single(self, gradient: mx.array, parameter: mx.array, state: dict) -> mx.array:
+        dtype = gradient.dtype
+        lr = self.learning_rate.astype(dtype)
+        step = self.step.astype(dtype)  # already incremented: 1 at the first update
+        beta1, beta2 = self.betas
+        m = state["m"] = beta1 * state["m"] + (1 - beta1) * gradient
+        v = state["v"] = beta2 * state["v"] + (1 - beta2) * mx.square(gradient)
+        bias1 = -mx.expm1(step * math.log(beta1))  # = 1 - beta1**step
+        bias2 = -mx.expm1(step * math.log(beta2))
+        decayed = parameter * (1 - lr * self.weight_decay)
+        return decayed - (lr / bias1) * m / (mx.sqrt(v) * mx.rsqrt(bias2) + self.eps)
+
+
+class MLXTrainer(Trainer):
+    """Parameters (stacked by cell), AdamW state and the training set, all as MLX arrays.
+
+    Options: compile=True (mx.compile the whole step: forward, backward and AdamW); parallel
+    (only None/"none": see parallel.py).
+    Each step is queued with mx.async_eval, so the host never waits for a loss.
+    """
+
+    predict_chunk = 64  # rows per forward in predict(); the (N, B, C, D) activation stays < 0.2 GB
+
+    def __init__(self, backend: Any, params: dict[str, np.ndarray], cfg: spec.TromptConfig,
+                 x_train: np.ndarray, y_train: np.ndarray, lr: float = spec.LR,
+                 weight_decay: float = spec.WEIGHT_DECAY, *, compile: bool = True,
+                 parallel: str | None = None, **options: Any) -> None:
+        if options:
+            raise ValueError(f"unknown option(s) for backend 'mlx': {', '.join(sorted(options))} "
+                             "(known: compile, parallel)")
+        check_parallel(parallel)
+        self.backend, self.cfg, self.lr, self.weight_decay = backend, cfg, lr, weight_decay
+        dtype = MLX_DTYPES[backend.dtype]
+        self.x_train = mx.array(x_train, dtype=dtype)  # on the device once
+        self.y_train = mx.array(y_train, dtype=dtype)
+        self.optimizer = TorchAdamW(lr, weight_decay, backend.dtype)
+        stacked = to_mlx(stack_cells(params, cfg), backend.dtype)
+        self.optimizer.init(stacked)
+        # Everything the step reads and writes, declared to mx.compile as its state.
+        self.state = {"params": stacked, "optimizer": self.optimizer.state}
+        self._losses: list[mx.array] = []
+
+        def train_step(idx: mx.array, x_train: mx.array, y_train: mx.array) -> mx.array:
+            loss, grads = mx.value_and_grad(mse_over_cycles)(self.state["params"], x_train[idx], y_train[idx])
+            self.state["params"] = self.optimizer.apply_gradients(grads, self.state["params"])
+            return loss
+
+        if compile:
+            train_step = mx.compile(train_step, inputs=self.state, outputs=self.state)
+        self._train_step = train_step
+        self._forward = mx.compile(forward) if compile else forward
+
+    def step(self, idx: np.ndarray) -> None:
+        loss = self._train_step(mx.array(np.asarray(idx), dtype=mx.int32), self.x_train, self.y_train)
+        mx.async_eval(loss, self.state)
+        self._losses.append(loss)
+
+    def sync(self) -> None:
+        mx.eval(self.state, self._losses)
+
+    def losses(self) -> list[float]:
+        mx.eval(self._losses)
+        return [loss.item() for loss in self._losses]
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        spec.check_x(x, self.cfg)
+        dtype = MLX_DTYPES[self.backend.dtype]
+        rows = range(0, len(x), self.predict_chunk)
+        chunks = [mx.array(x[i:i + self.predict_chunk], dtype=dtype) for i in rows]
+        parts = [np.array(self._forward(self.state["params"], chunk)) for chunk in chunks]
+        return np.concatenate(parts)
+
+    def params(self) -> dict[str, np.ndarray]:
+        mx.eval(self.state)
+        return unstack_cells(to_numpy(self.state["params"]), self.cfg)
+
+    def peak_memory_mb(self) -> float | None:
+        return mx.get_peak_memory() / 2**20
