@@ -14,6 +14,7 @@ rule checker), drawing.py (pictures for the notebook). Importing this package im
 """
 
 from puzzles.backends import NAMES as BACKEND_NAMES
-from puzzles.binding import PUZZLE_NAMES, bind
+from puzzles.binding import bind
+from puzzles.catalog import PUZZLE_NAMES
 
 __all__ = ["BACKEND_NAMES", "PUZZLE_NAMES", "bind"]
