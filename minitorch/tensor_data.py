@@ -38,8 +38,9 @@ UserStrides: TypeAlias = Sequence[int]
 
 def index_to_position(index: Index, strides: Strides) -> int:
     """Storage position of a multi-index: the dot product of index and strides."""
+    # Loop over the strides, not the index: GPU kernels pass index buffers of MAX_DIMS entries.
     position = 0
-    for i in range(len(index)):
+    for i in range(len(strides)):
         position += index[i] * strides[i]
     return position
 
