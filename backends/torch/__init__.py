@@ -3,15 +3,20 @@ AdamW, torch.compile, AMP and CUDA graphs, and multi-process ddp / cell-parallel
 
     model.py     the rewrites, each a function (params, x) -> (B, N), and why each is exact
     train.py     TorchBackend (numpy checking surface) and TorchTrainer (the speed surface)
-    parallel.py  torchrun data-parallel and cell-parallel modes
+    parallel.py  torchrun data-parallel and cell-parallel modes (and a 2-process self-check)
+
+Nothing is imported here eagerly, so `python -m backends.torch.parallel` runs cleanly.
 """
 
 from __future__ import annotations
 
-from backends.torch.train import TorchBackend, TorchTrainer
+from typing import TYPE_CHECKING
 
-__all__ = ["TorchBackend", "TorchTrainer", "make_backend"]
+if TYPE_CHECKING:
+    from backends.torch.train import TorchBackend
 
 
 def make_backend(device: str = "cpu", dtype: str = "float32", variant: str = "r5") -> TorchBackend:
+    from backends.torch.train import TorchBackend
+
     return TorchBackend(device=device, dtype=dtype, variant=variant)

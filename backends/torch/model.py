@@ -16,6 +16,10 @@ tensor `NAME` of shape (N, ...), so a batched op serves all cells. `stack_params
 convert between the canonical dict (backends/spec.py) and this layout; AdamW is element-wise, so
 optimising the stacked tensors is the same update as optimising the canonical ones.
 
+The two dead parameters of F7 (every ln_col.bias and tdown.dense0.bias) get their true gradient,
+exactly zero, instead of the reference's rounding noise (the gradient buffers exist and are zero,
+so AdamW still applies the weight decay to them, as the original does).
+
 Shapes: B batch, C columns, P prompts, D d_model, N cells (= cycles).
 """
 
@@ -89,7 +93,9 @@ def importance_mask(p: Params) -> torch.Tensor:
     prompt_ln = layer_norm(emb_prompt, p["ln_prompt.weight"], p["ln_prompt.bias"])  # (N, P, D)
     query = (prompt_ln @ w_ln.transpose(1, 2) + p["prompt"] @ w_prompt.transpose(1, 2)
              + p["dense_imp.bias"].unsqueeze(1) + emb_prompt)  # (N, P, D)
-    key = layer_norm(p["emb_column"], p["ln_col.weight"], p["ln_col.bias"])  # (N, C, D)
+    # ln_col.bias adds the constant Q·β to every logit of a row, which softmax ignores (F7): its
+    # true gradient is exactly zero, so it takes none (AdamW then only decays it, as it should).
+    key = layer_norm(p["emb_column"], p["ln_col.weight"], p["ln_col.bias"].detach())  # (N, C, D)
     return torch.softmax(query @ key.transpose(1, 2), dim=-1)  # (N, P, C)
 
 
@@ -103,7 +109,8 @@ def head_mlp(z: torch.Tensor, p: Params) -> torch.Tensor:
 def pooled_head(o: torch.Tensor, p: Params, prompt_axis: int) -> torch.Tensor:
     """The original head on explicit prompt outputs O: softmax over prompts of O·v + v0, the
     weighted sum over prompts, then the MLP. Used by r2 and r3, which still build O."""
-    logits = o @ p["tdown.dense0.weight"].T + p["tdown.dense0.bias"]  # (..., P, ..., 1)
+    # dense0.bias shifts every prompt logit equally (F7): exactly zero gradient, as above.
+    logits = o @ p["tdown.dense0.weight"].T + p["tdown.dense0.bias"].detach()  # (..., P, ..., 1)
     weights = torch.softmax(logits, dim=prompt_axis)
     return head_mlp((weights * o).sum(dim=prompt_axis), p)
 
@@ -162,7 +169,7 @@ def _reassociated_pooling(t: torch.Tensor, mask: torch.Tensor, p: Params
     expand_bias = p["dense_expand.bias"]  # (N, P)
     v = p["tdown.dense0.weight"][0]  # (D,)
     logits = (scale.unsqueeze(1) * torch.bmm(t, mask.transpose(1, 2))  # (N, B, P)
-              + (expand_bias * v.sum()).unsqueeze(1) + p["tdown.dense0.bias"])
+              + (expand_bias * v.sum()).unsqueeze(1) + p["tdown.dense0.bias"].detach())  # F7
     weights = torch.softmax(logits, dim=-1)  # π: (N, B, P)
     alpha = torch.bmm(weights * scale.unsqueeze(1), mask)  # (N, B, C)
     offset = (weights * expand_bias.unsqueeze(1)).sum(-1, keepdim=True)  # (N, B, 1)

@@ -185,7 +185,7 @@ class TorchTrainer(Trainer):
             loss = loss.detach().reshape(1).clone()
         else:
             loss = torch.zeros(1, dtype=self.dtype, device=self.device)
-        for t in self.p.values():  # first step: create the gradient buffers the reduce expects
+        for t in self.p.values():  # first step; and the dead parameters (F7) never get one otherwise
             if t.grad is None:
                 t.grad = torch.zeros_like(t)
         self.group.all_reduce_sum_([t.grad for t in self.reduced] + [loss])
@@ -345,7 +345,8 @@ class TorchBackend(Backend):
         pred = model.VARIANTS[self.variant](p, torch.as_tensor(x).to(device))
         loss = model.sum_squared_error(pred, torch.as_tensor(y).to(device)) / pred.numel()
         loss.backward()
-        return loss.item(), model.unstack({k: v.grad for k, v in p.items()}, cfg)
+        grads = {k: torch.zeros_like(v) if v.grad is None else v.grad for k, v in p.items()}  # F7
+        return loss.item(), model.unstack(grads, cfg)
 
     def train_steps(self, params: dict[str, np.ndarray], batches: list, cfg: TromptConfig,
                     lr: float = spec.LR, weight_decay: float = spec.WEIGHT_DECAY,
