@@ -74,7 +74,9 @@ def run_pass_table(backends: list[str], examples: int, seed: int) -> int:
                 for failure in tally.failures[:3]:
                     print(f"{backend}: {failure}")
                 failed = failed or bool(tally.failures)
-    print("cases per cell: the puzzle's edge cases, then", examples, "random cases (seed", f"{seed})")
+    print(f"cases per cell: the puzzle's edge cases, then {examples} random cases (seed {seed})")
+    if "minitorch" in table:
+        print("minitorch cells leave out the edge cases with zero-size tensors, which minitorch cannot hold")
     return 1 if failed else 0
 
 

@@ -30,11 +30,12 @@ class Backend:
     where: Callable[[Any, Any, Any], Any]
     tensor: Callable[[np.ndarray], Any]  # numpy int/bool array -> this framework's tensor
     to_numpy: Callable[[Any], np.ndarray]
+    zero_size: bool = True  # can it hold tensors with no elements? (minitorch cannot)
 
 
 def _make(name: str, native_arange: Callable[[int], Any], native_where: Callable[[Any, Any, Any], Any],
           is_bool: Callable[[Any], bool], tensor: Callable[[np.ndarray], Any],
-          to_numpy: Callable[[Any], np.ndarray]) -> Backend:
+          to_numpy: Callable[[Any], np.ndarray], zero_size: bool = True) -> Backend:
     """Wrap a framework's own arange/where with the argument checks every backend shares."""
 
     def arange(n: Any) -> Any:
@@ -44,7 +45,7 @@ def _make(name: str, native_arange: Callable[[int], Any], native_where: Callable
         require_bool(q, is_bool)
         return native_where(q, a, b)
 
-    return Backend(name, arange, where, tensor, to_numpy)
+    return Backend(name, arange, where, tensor, to_numpy, zero_size)
 
 
 def _numpy() -> Backend:
@@ -104,7 +105,7 @@ def _mlx() -> Backend:
 def _minitorch() -> Backend:
     from puzzles.minitorch_adapter import make_backend_parts
 
-    return _make("minitorch", *make_backend_parts())
+    return _make("minitorch", *make_backend_parts(), zero_size=False)
 
 
 _FACTORIES: dict[str, Callable[[], Backend]] = {

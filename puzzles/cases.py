@@ -28,6 +28,11 @@ class Case:
     shape: tuple[int, ...]  # the declared shape of the result
     note: str = ""  # what an edge case is about
 
+    @property
+    def has_zero_size(self) -> bool:
+        """True when an input or the result has no elements (minitorch cannot hold such tensors)."""
+        return 0 in self.shape or any(isinstance(a, np.ndarray) and a.size == 0 for a in self.args)
+
     def describe(self) -> str:
         shown = ", ".join(str(a.tolist()) if isinstance(a, np.ndarray) else str(a) for a in self.args)
         return f"({shown})" + (f"  [{self.note}]" if self.note else "")
