@@ -121,6 +121,8 @@ class JaxTrainer(Trainer):
             raise ValueError(f"unknown jax trainer option(s) {', '.join(unknown)}; "
                              f"known: {', '.join(TRAINER_OPTIONS)}")
         opts = {**TRAINER_OPTIONS, **options}
+        if opts["parallel"] is None:  # bench passes parallel=None when --parallel is not given
+            opts["parallel"] = "none"
         for key, choices in (("variant", model.VARIANTS), ("precision", PRECISIONS)):
             if opts[key] not in choices:
                 raise ValueError(f"unknown {key} {opts[key]!r}; choose one of {', '.join(choices)}")
@@ -132,6 +134,7 @@ class JaxTrainer(Trainer):
         self.placement = parallel.make_placement(opts["parallel"], backend.jax_devices(), cfg,
                                                  opts["n_devices"])
         self.compile_seconds = 0.0
+        self.n_train = len(y_train)
 
         with self._numerics():
             self.graphdef, state = model.build(params, cfg, backend.dtype)
@@ -177,9 +180,9 @@ class JaxTrainer(Trainer):
             return
         batches = [np.asarray(rows) for rows in batches]
         for rows in batches:
-            if rows.ndim != 1 or len(rows) == 0 or rows.min() < 0 or rows.max() >= len(self._y):
+            if rows.ndim != 1 or len(rows) == 0 or rows.min() < 0 or rows.max() >= self.n_train:
                 raise ValueError(f"a batch must be a non-empty 1-D array of row indices in "
-                                 f"[0, {len(self._y)})")
+                                 f"[0, {self.n_train})")
         width = self.placement.batch_width(max(len(rows) for rows in batches))
         k = self.steps_per_call
         with self._numerics():
