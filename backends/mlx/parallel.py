@@ -18,4 +18,5 @@ PARALLEL_MODES: tuple[str, ...] = ()
 def check_parallel(mode: str | None) -> None:
     """Accept only "no parallelism"; anything else is a one-line ValueError."""
     if mode not in (None, "none"):
-        raise ValueError(f"backend 'mlx' has no parallel mode {mode!r}: it runs on one device per process")
+        raise ValueError(f"backend 'mlx' has no parallel mode {mode!r}: "
+                         "it runs on one device per process")
