@@ -79,6 +79,12 @@ def _jax() -> Backend:
 def _tinygrad() -> Backend:
     from tinygrad import Tensor, dtypes
 
+    try:  # tinygrad picks its device lazily; without a compiler the first kernel fails
+        Tensor([1]).realize()
+    except RuntimeError as error:
+        raise ValueError(f"backend 'tinygrad' is not usable here: {error} (its CPU device compiles "
+                         "kernels with clang: is clang on PATH?)") from None
+
     def tensor(array: np.ndarray) -> Tensor:
         return Tensor(array if array.dtype == np.bool_ else array.astype(np.int32))
 
