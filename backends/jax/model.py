@@ -205,7 +205,7 @@ def _set(tree: dict, path: tuple[str, ...], value) -> None:
 
 
 def to_pure_dict(params: dict[str, np.ndarray], cfg: TromptConfig) -> dict:
-    """Canonical numpy params -> the nested dict layout of `nnx.split(Trompt)[1].to_pure_dict()`."""
+    """Canonical numpy params -> the nested dict layout of `nnx.to_pure_dict(nnx.split(Trompt)[1])`."""
     pure: dict = {"prompt": np.asarray(params["prompt"])}
     for leaf in CELL_PARAMS:
         path, transposed = _LEAF_TO_PATH[leaf]
@@ -246,13 +246,13 @@ def build(params: dict[str, np.ndarray], cfg: TromptConfig, dtype: str,
         return jax.device_put(np.asarray(a, dtype=dtype), device)
 
     pure = jax.tree.map(place, to_pure_dict(params, cfg))
-    state.replace_by_pure_dict(pure)
+    nnx.replace_by_pure_dict(state, pure)
     return graphdef, state
 
 
 def state_to_numpy(state: nnx.State, cfg: TromptConfig) -> dict[str, np.ndarray]:
     """An NNX parameter state (or a gradient of one) -> canonical numpy dict."""
-    return from_pure_dict(jax.device_get(state.to_pure_dict()), cfg)
+    return from_pure_dict(jax.device_get(nnx.to_pure_dict(state)), cfg)
 
 
 def forward(graphdef: nnx.GraphDef, state: nnx.State, x: jax.Array, variant: str = "r5") -> jax.Array:
