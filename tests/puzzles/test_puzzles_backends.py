@@ -18,7 +18,7 @@ from puzzles.backends import NAMES, load
 from puzzles.binding import rebind
 from puzzles.cases import EDGE_CASES, Case, draw_case
 from puzzles.catalog import PUZZLE_NAMES
-from puzzles.harness import edge_cases_for, run_case
+from puzzles.harness import cases_for, compare, edge_cases_for, run_case
 
 # jax and tinygrad compile every new shape (seconds per puzzle on a busy 2-core machine), so they
 # get fewer random examples; their edge cases still all run. Each sits in one xdist group so one
@@ -138,3 +138,15 @@ def test_mlx_integer_matmul_is_exact() -> None:
         np.testing.assert_array_equal(got, left.astype(np.int64) @ right.astype(np.int64))
     with pytest.raises(ValueError, match="not booleans"):
         mlx.tensor(np.array([True])) @ mlx.tensor(np.array([True]))
+
+
+@pytest.mark.parametrize("name", PUZZLE_NAMES)
+def test_original_harness_convention_on_torch(name: str) -> None:
+    """Upstream passes every argument through torch.tensor, sizes included (as 0-d int64 tensors)."""
+    import torch
+
+    puzzle = getattr(bind("torch"), name)
+    for case in cases_for(name, "torch", examples=10, seed=1):
+        got = puzzle(*(torch.tensor(a) for a in case.args)).numpy()
+        problem = compare(name, got, case)
+        assert problem is None, f"{name}{case.describe()} with 0-d size tensors -> {problem}"
