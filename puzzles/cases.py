@@ -5,8 +5,8 @@ Python ints) and the declared shape of the result. Random cases come from `draw_
 where `draw` is anything with the `Draw` methods: `RandomDraw` (numpy generator, used by
 `python -m puzzles`) or the hypothesis-backed draw in tests/puzzles.
 
-Domain (puzzles_spec.md §2-3): sizes 1..5, values -5..5, the per-puzzle constraints of the
-original harness. It is a superset of the original: sizes are drawn independently, so two sizes
+Domain, as in the original harness (srush/Tensor-Puzzles): sizes 1..5, values -5..5 and the
+per-puzzle constraints. It is a superset of the original: sizes are drawn independently, so two sizes
 may be equal (the original forces them distinct), and `sequence_mask` lengths reach the full row.
 """
 

@@ -3,7 +3,7 @@
 A result passes when it has exactly the declared shape, the declared kind of dtype (integer for
 every puzzle but `linspace`, which is floating point) and the spec's values (exact for integers;
 within 1e-5 for `linspace`, which backends compute in float32). Integer widths are not compared:
-jax, tinygrad and mlx count in int32 where numpy and torch use int64 (puzzles_spec.md §5.3).
+jax, tinygrad and mlx count in int32 where numpy and torch use int64 (each backend's arange dtype).
 """
 
 from __future__ import annotations

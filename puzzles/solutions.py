@@ -9,10 +9,11 @@ backend's integer (or boolean) tensors.
 function here a fresh global namespace in which those two names are torch's primitives, so this
 one file runs unchanged on numpy, torch, jax, tinygrad, mlx and minitorch.
 
-Habits that keep one source portable (puzzles_spec.md §5):
+Habits that keep one source portable:
 * a mask becomes a count (`where(mask, 1, 0)` or `mask * 1`) before any `@` or `+`: bool
   arithmetic and bool `@` differ between frameworks;
-* every index stays in range, using `%` or `where` (jax clamps, tinygrad/mlx read zeros);
+* every index stays in range (-n..n-1; negative ones wrap everywhere), using `%` or `where`:
+  out of range, numpy and torch raise, jax clamps, tinygrad and mlx read zeros;
 * no negative-step slices (torch refuses them).
 """
 

@@ -2,7 +2,7 @@
 
 Inputs are nested lists of ints (or bools) and Python ints; each spec returns a fresh nested
 list of the declared shape. Nothing here uses a tensor library, so a spec cannot share a bug
-with a solution. Loops follow the puzzle statements in puzzles_spec.md §3 literally.
+with a solution. Loops follow the puzzle statements (catalog.py) literally.
 """
 
 from __future__ import annotations
