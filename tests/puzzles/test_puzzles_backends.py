@@ -89,7 +89,7 @@ def test_every_puzzle_has_edge_cases() -> None:
     assert all(EDGE_CASES[name] for name in PUZZLE_NAMES)
 
 
-@pytest.mark.parametrize("backend", NAMES)
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_harness_catches_a_wrong_answer(backend: str) -> None:
     """The comparison can fail: cumsum without its last term, and sum with a 0-d result."""
     primitives = load(backend)
@@ -102,7 +102,7 @@ def test_harness_catches_a_wrong_answer(backend: str) -> None:
     assert "declared (1,)" in run_case(wrong, backend, "sum", Case((np.array([1, 2]),), (1,)))
 
 
-@pytest.mark.parametrize("backend", NAMES)
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_primitives_check_their_arguments(backend: str) -> None:
     primitives = load(backend)
     as_list = lambda x: primitives.to_numpy(x).tolist()  # noqa: E731
