@@ -8,6 +8,7 @@ empty slice: the global-batch arithmetic must still give the single-device updat
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -64,4 +65,4 @@ def test_a_dead_rank_stops_the_run_instead_of_hanging():
     done = torchrun("--mode", "cells", "--steps", str(STEPS), "--die-rank", "1", "--die-step", "2",
                     "--timeout-s", "10")
     assert done.returncode != 0
-    assert "exitcode" in done.stderr or "Error" in done.stderr
+    assert re.search(r"exitcode\s*:\s*3", done.stderr), done.stderr[-2000:]  # torchrun names the dead rank
