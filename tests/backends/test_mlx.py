@@ -1,0 +1,173 @@
+"""MLX-specific checks of backends/mlx (the generic parity test over every backend lives in
+tests/test_backend_parity.py).
+
+Oracles: the faithful reference model in float64, numpy (softmax, spec.adamw_update: torch's
+AdamW), and the numpy checking path of the base class (MLX gradients + numpy AdamW).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+mx = pytest.importorskip("mlx.core")
+
+import mlx.optimizers as optim  # noqa: E402
+
+import backends  # noqa: E402
+from backends import spec  # noqa: E402
+from backends.base import Backend  # noqa: E402
+from backends.mlx import TorchAdamW, make_backend  # noqa: E402
+from backends.mlx.model import softmax  # noqa: E402
+
+CFG = spec.TromptConfig(n_columns=29, n_prompts=7, d_model=12, n_cycles=3)
+DEAD = set(spec.dead_params(CFG))
+
+
+def problem(rows: int = 19, seed: int = 0) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Spec initialisation and raw-scale features like the real data's (a few ×30 columns, zeros)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, CFG.n_columns)) * np.where(rng.random(CFG.n_columns) < 0.2, 30.0, 1.0)
+    x[rng.random(x.shape) < 0.1] = 0.0
+    return spec.init_params(CFG, seed=seed, dtype="float64"), x, rng.normal(size=rows)
+
+
+def rel_err(a: np.ndarray, b: np.ndarray) -> float:
+    """Max abs difference relative to the max abs of the oracle `b`."""
+    return float(np.abs(np.asarray(a, np.float64) - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+@pytest.fixture(scope="module")
+def reference() -> Backend:
+    return backends.load("reference", dtype="float64")
+
+
+@pytest.mark.parametrize("dtype, tol", [("float64", 1e-12), ("float32", 1e-4)])
+def test_forward_loss_and_every_gradient_match_the_reference(dtype, tol, reference):
+    params, x, y = problem(rows=5)
+    ours = make_backend(dtype=dtype)
+    assert rel_err(ours.forward(params, x, CFG), reference.forward(params, x, CFG)) < tol
+    loss, grads = ours.loss_and_grad(params, x, y, CFG)
+    ref_loss, ref_grads = reference.loss_and_grad(params, x, y, CFG)
+    assert abs(loss - ref_loss) / ref_loss < tol
+    for name, ref_grad in ref_grads.items():
+        if name in DEAD:  # F7: zero true gradient; both sides carry rounding noise only
+            assert np.abs(grads[name]).max() < (1e-12 if dtype == "float64" else 1e-5), name
+        else:
+            assert rel_err(grads[name], ref_grad) < tol, name
+
+
+def test_float64_softmax_is_float64_accurate():
+    """MLX's CPU float64 exp is only float32-accurate; the model's softmax must not inherit that."""
+    z = np.random.default_rng(1).normal(scale=5.0, size=(4, 6, 50))
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    expected = e / e.sum(axis=-1, keepdims=True)
+    ours = np.array(softmax(mx.array(z, dtype=mx.float64), axis=-1))
+    assert np.abs(ours - expected).max() < 1e-15
+    stock_exp = np.array(mx.exp(mx.array(z[0], dtype=mx.float64)))  # why the workaround exists
+    assert rel_err(stock_exp, np.exp(z[0])) > 1e-12
+
+
+def run_adamw(optimizer, params: dict, grads_per_step: list[dict], dtype) -> dict:
+    tree = {k: mx.array(v, dtype=dtype) for k, v in params.items()}
+    optimizer.init(tree)
+    for grads in grads_per_step:
+        tree = optimizer.apply_gradients({k: mx.array(g, dtype=dtype) for k, g in grads.items()}, tree)
+    return {k: np.array(v) for k, v in tree.items()}
+
+
+def numpy_adamw(params: dict, grads_per_step: list[dict], lr: float, wd: float) -> dict:
+    state = {k: (v.copy(), np.zeros_like(v), np.zeros_like(v)) for k, v in params.items()}
+    for step, grads in enumerate(grads_per_step, start=1):
+        for k, g in grads.items():
+            state[k] = spec.adamw_update(*state[k][:1], g, *state[k][1:], step, lr, wd)
+    return {k: s[0] for k, s in state.items()}
+
+
+def test_torch_adamw_equals_the_numpy_yardstick_and_stock_mlx_does_not():
+    rng = np.random.default_rng(2)
+    params = {"a": rng.normal(size=(30, 7)), "b": rng.normal(size=5)}
+    # Gradients of very different sizes, as Adam sees them: its normalisation hides nothing.
+    grads = [{k: rng.normal(size=v.shape) * 10.0 ** rng.integers(-6, 2, size=v.shape) for k, v in params.items()}
+             for _ in range(6)]
+    lr, wd = 1e-2, 0.1  # large, so that decay and the update both show
+    expected = numpy_adamw(params, grads, lr, wd)
+    updates = {k: expected[k] - params[k] for k in params}
+
+    ours = run_adamw(TorchAdamW(lr, wd, "float64"), params, grads, mx.float64)
+    assert max(rel_err(ours[k] - params[k], updates[k]) for k in params) < 1e-13
+    ours32 = run_adamw(TorchAdamW(lr, wd, "float32"), params, grads, mx.float32)
+    assert max(rel_err(ours32[k] - params[k], updates[k]) for k in params) < 2e-5
+
+    # Stock MLX with bias correction on: torch's formula, but beta**t in float32 (the reason
+    # TorchAdamW exists). If a future MLX fixes this, the subclass can go.
+    stock = optim.AdamW(learning_rate=lr, betas=list(spec.BETAS), eps=spec.ADAM_EPS, weight_decay=wd,
+                        bias_correction=True)
+    stock_out = run_adamw(stock, params, grads, mx.float64)
+    assert max(rel_err(stock_out[k] - params[k], updates[k]) for k in params) > 1e-7
+
+
+def test_trainer_equals_mlx_gradients_with_numpy_adamw_including_a_short_batch():
+    """Compiled trainer (MLX AdamW) vs the base class's path (MLX gradients + spec.adamw_update)."""
+    params, x, y = problem(rows=19)
+    b = make_backend(dtype="float64")
+    batches = [np.arange(0, 8), np.arange(8, 16), np.arange(16, 19)]  # last one short, like an epoch end
+    trainer = b.trainer(params, CFG, x, y)
+    trainer.run(batches)
+    trainer.sync()
+    expected, expected_losses = Backend.train_steps(b, params, [(x[i], y[i]) for i in batches], CFG)
+    got = trainer.params()
+    assert list(got) == spec.param_names(CFG)
+    for name in spec.param_names(CFG):
+        if name not in DEAD:
+            assert rel_err(got[name] - params[name], expected[name] - params[name]) < 1e-10, name
+    assert np.allclose(trainer.losses(), expected_losses, rtol=1e-12, atol=0)
+
+
+def test_compiled_and_eager_steps_agree_and_state_carries_over(reference):
+    params, x, y = problem(rows=16, seed=3)
+    b = make_backend(dtype="float64")
+    eager = b.trainer(params, CFG, x, y, compile=False)
+    compiled = b.trainer(params, CFG, x, y, compile=True)
+    for t in (eager, compiled):
+        t.run([np.arange(8), np.arange(8, 16)])
+    for name in spec.param_names(CFG):
+        assert np.abs(eager.params()[name] - compiled.params()[name]).max() < 1e-13, name
+
+    # train_steps in two calls sharing `state` = one call with both batches
+    state: dict = {}
+    first, _ = b.train_steps(params, [(x[:8], y[:8])], CFG, state=state)
+    second, _ = b.train_steps(first, [(x[8:], y[8:])], CFG, state=state)
+    for name in spec.param_names(CFG):
+        assert np.abs(second[name] - compiled.params()[name]).max() < 1e-13, name
+
+
+def test_first_loss_and_predict_match_the_reference(reference):
+    params, x, y = problem(rows=70, seed=4)
+    b = make_backend(dtype="float64")
+    trainer = b.trainer(params, CFG, x, y)
+    before = trainer.predict(x)  # 70 rows: two chunks of 64, the second short
+    assert before.shape == (70, CFG.n_cycles)
+    assert rel_err(before, reference.forward(params, x, CFG)) < 1e-12
+    trainer.step(np.arange(8))
+    ref_loss, _ = reference.loss_and_grad(params, x[:8], y[:8], CFG)
+    assert abs(trainer.losses()[0] - ref_loss) / ref_loss < 1e-12  # loss of the pre-update weights
+    assert trainer.peak_memory_mb() > 0
+
+
+def test_bad_inputs_are_one_line_value_errors():
+    params, x, y = problem(rows=4)
+    b = make_backend()
+    cases = [
+        (lambda: b.trainer(params, CFG, x, y, no_such_option=1), "no_such_option"),
+        (lambda: b.trainer(params, CFG, x, y, parallel="ddp"), "parallel"),
+        (lambda: backends.load("mlx", device="tpu"), "unknown device"),
+    ]
+    if not mx.is_available(mx.gpu):
+        cases.append((lambda: backends.load("mlx", device="gpu"), "no GPU"))
+    else:
+        cases.append((lambda: backends.load("mlx", device="gpu", dtype="float64"), "float64"))
+    for call, message in cases:
+        with pytest.raises(ValueError, match=message) as info:
+            call()
+        assert "\n" not in str(info.value)
