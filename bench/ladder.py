@@ -332,10 +332,11 @@ def add_ratios(rows: dict[str, dict]) -> None:
         if not sps:
             continue
         row["x_reference"] = sps / ref if ref else None
-        base = rows.get(row["base"] or "", {})
-        while base.get("skipped") and base.get("base"):  # build on the nearest row that ran
-            base = rows.get(base["base"], {})
-        row["x_previous"] = sps / base["samples_per_sec"] if base.get("samples_per_sec") else None
+        base_of = {step[0]: step[2] for step in STEPS}
+        base = base_of[row["key"]]
+        while base and not rows.get(base, {}).get("samples_per_sec"):  # nearest row that ran
+            base = base_of[base]
+        row["x_previous"] = sps / rows[base]["samples_per_sec"] if base else None
 
 
 def device_name(device: str) -> str:
