@@ -79,9 +79,10 @@ def test_each_variant_matches_the_float64_reference(variant):
     ref_loss, ref_grads = ref.loss_and_grad(p, x, y, CFG)
     with train.numerics("float64"):
         graphdef, state = model.build(p, CFG, "float64")
-        pred = np.asarray(model.forward(graphdef, state, x.astype(np.float64), variant))
-        loss, grads = jax.value_and_grad(model.loss_fn)(state, graphdef, x.astype(np.float64),
-                                                         y.astype(np.float64), np.ones(5), 5.0, variant)
+        pred = np.asarray(jax.jit(model.forward, static_argnums=(0, 3))(graphdef, state, x, variant))
+        loss_and_grad = jax.jit(jax.value_and_grad(model.loss_fn), static_argnums=(1, 6))
+        loss, grads = loss_and_grad(state, graphdef, x.astype(np.float64), y.astype(np.float64),
+                                    np.ones(5), 5.0, variant)
         grads = model.state_to_numpy(grads, CFG)
     assert rel_dev(pred, ref.forward(p, x, CFG)) < 1e-12
     assert abs(float(loss) - ref_loss) < 1e-12 * abs(ref_loss)
@@ -191,7 +192,7 @@ MULTI_DEVICE_SCRIPT = textwrap.dedent("""
     import jax
     out = {"n_jax_devices": len(jax.devices()), "xla_flags": os.environ["XLA_FLAGS"]}
     for mode in ("none", "sharding", "pmap", "cells"):
-        t = b.trainer(spec.init_params(cfg, 7), cfg, x, y, lr=1e-2, parallel=mode, steps_per_call=2)
+        t = b.trainer(spec.init_params(cfg, 7), cfg, x, y, lr=1e-2, parallel=mode, steps_per_call=1)
         t.run(batches)
         out[mode] = {"n_devices": len(t.placement.devices), "losses": t.losses(),
                      "params": {k: v.tolist() for k, v in t.params().items()},
