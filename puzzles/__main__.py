@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = OneLineErrors(prog="python -m puzzles", description="pass table, puzzle x backend")
     choices = ", ".join(NAMES)
     parser.add_argument("--backends", default=",".join(NAMES), help=f"comma-separated, from {choices}")
-    parser.add_argument("--examples", type=int, default=20, help="random cases per puzzle (default 20)")
+    parser.add_argument("--examples", type=int, default=10, help="random cases per puzzle (default 10)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     backends = [b for b in args.backends.split(",") if b]

@@ -76,7 +76,7 @@ class Tally:
     failures: list[str] = field(default_factory=list)  # "input -> what went wrong"
 
 
-def run_table(backends: list[str], examples: int = 20, seed: int = 0) -> dict[str, dict[str, Tally | str]]:
+def run_table(backends: list[str], examples: int = 10, seed: int = 0) -> dict[str, dict[str, Tally | str]]:
     """{backend: {puzzle: Tally}}, or {backend: reason} for a backend that cannot be loaded."""
     table: dict[str, dict[str, Tally | str]] = {}
     for backend in backends:
