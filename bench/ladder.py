@@ -95,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
     dataset = data_mod.load_dataset(args.data, n_columns=cfg.n_columns)
     fixed = data_mod.epoch_batches(len(dataset.x_train), spec.BATCH_SIZE, 0, spec.SEED)[0]
     oracle = reference_oracle(cfg, dataset, fixed)
+    peaks = machine_peaks(args.device)
     wanted = set(args.only.split(",")) | {"reference"} if args.only else None
 
     rows: dict[str, dict] = {}
@@ -122,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         result["deviation"] = deviation(backend, args.device, cfg, dataset, options, fixed, oracle,
                                         result["first_loss"])
         result["equivalence"] = label_for(label, options)
+        result["floors"] = floors(backend, args.device, cfg, dataset, options, peaks)
         rows[key] = {**row, **result}
         print(f"{key:12s} {result['samples_per_sec']:.2f} samples/s", file=sys.stderr, flush=True)
 
@@ -131,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
         "threads": threads, "malloc_env": {k: os.environ.get(k) for k in MALLOC_ENV},
         "data": dataset.source, "smoke": args.smoke, "batch_size": spec.BATCH_SIZE, "config": cfg.to_dict(),
         "torch": torch.__version__, "git_commit": sysinfo.git_commit(),
-        "load_average_end": os.getloadavg(), "rows": list(rows.values()), "profiles": profiles,
+        "machine_peaks": peaks, "load_average_end": os.getloadavg(), "rows": list(rows.values()),
+        "profiles": profiles,
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -286,6 +289,89 @@ def deviation(backend: str, device: str, cfg: spec.TromptConfig, dataset: data_m
 
 
 # ---------------------------------------------------------------------------------------------
+# Floors: what the machine could do at best for this algorithm, measured in the same run
+
+
+def machine_peaks(device: str) -> dict:
+    """Best-of-5 float32 GEMM rate (2048², and the model's own 128×984×128 shape) and copy
+    bandwidth (read + write) with this process's threads."""
+    import torch
+
+    dev = torch.device(device)
+
+    def best_seconds(fn: object, repeats: int = 5) -> float:
+        times = []
+        for _ in range(repeats + 1):
+            if device == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fn()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+        return min(times[1:])
+
+    big = torch.randn(2048, 2048, device=dev)
+    mask, emb = torch.randn(48, 128, 984, device=dev), torch.randn(48, 984, 128, device=dev)
+    src = torch.randn(16 * 2**20, device=dev)  # 64 MB, far beyond the caches
+    dst = torch.empty_like(src)
+    return {
+        "gemm_gflops_2048": 2 * 2048**3 / best_seconds(lambda: big @ big) / 1e9,
+        "gemm_gflops_model": 2 * 48 * 128 * 984 * 128 / best_seconds(lambda: torch.bmm(mask, emb)) / 1e9,
+        "copy_gb_per_s": 2 * src.numel() * 4 / best_seconds(lambda: dst.copy_(src)) / 1e9,
+    }
+
+
+def gemm_flops_per_sample(backend: str, device: str, cfg: spec.TromptConfig, dataset: data_mod.Dataset,
+                          options: dict) -> float:
+    """Matmul-class FLOPs of one training step (forward + backward) per sample, counted by torch's
+    FlopCounterMode (element-wise work is not counted). The reference is counted at batch 1: it
+    repeats everything per sample anyway."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    params = spec.init_params(cfg, spec.SEED, "float32")
+    rows = np.arange(1 if backend == "reference" else spec.BATCH_SIZE)
+    x = torch.as_tensor(dataset.x_train[rows], device=device)
+    y = torch.as_tensor(dataset.y_train[rows], device=device)
+    counter = FlopCounterMode(display=False)
+    if backend == "reference":
+        from reference.backend import build_model
+        from reference.model import mse_over_cycles
+
+        net = build_model(params, cfg, "float32", device)
+        with counter:
+            mse_over_cycles(net(x), y).backward()
+    else:
+        from backends.torch import model
+
+        p = {k: v.requires_grad_(True) for k, v in model.stack_params(params, cfg, device=device).items()}
+        with counter:
+            pred = model.VARIANTS[options["variant"]](p, x)
+            (model.sum_squared_error(pred, y) / pred.numel()).backward()
+    return counter.get_total_flops() / len(rows)
+
+
+_FLOPS_CACHE: dict[str, float] = {}
+
+
+def floors(backend: str, device: str, cfg: spec.TromptConfig, dataset: data_mod.Dataset, options: dict,
+           peaks: dict) -> dict:
+    """Upper bounds on samples/s: GEMM FLOPs at the measured GEMM rate (element-wise work ignored,
+    so the true bound is lower), and AdamW's unavoidable traffic (read + write params, m, v:
+    24 bytes per parameter per step, trompt_spec.md §9) at the measured copy bandwidth."""
+    key = backend if backend == "reference" else options["variant"]
+    if key not in _FLOPS_CACHE:
+        _FLOPS_CACHE[key] = gemm_flops_per_sample(backend, device, cfg, dataset, options)
+    flops = _FLOPS_CACHE[key]
+    bytes_per_sample = 24 * spec.n_params(cfg) / spec.BATCH_SIZE
+    rate = max(peaks["gemm_gflops_2048"], peaks["gemm_gflops_model"]) * 1e9
+    return {"gemm_flops_per_sample": flops, "compute_floor_sps": rate / flops,
+            "optimizer_bytes_per_sample": bytes_per_sample,
+            "memory_floor_sps": peaks["copy_gb_per_s"] * 1e9 / bytes_per_sample}
+
+
+# ---------------------------------------------------------------------------------------------
 # Memory, profiles, ratios, output
 
 
@@ -357,26 +443,42 @@ def markdown(record: dict) -> str:
         f"data {record['data']}, float32. Samples/s are medians of 3 repeats in ONE run; load average "
         f"at the end {', '.join(f'{x:.1f}' for x in record['load_average_end'])}.",
         "",
+        "Measured in the same run: GEMM {:.0f} GFLOP/s (2048²) / {:.0f} GFLOP/s (the model's 128×984×128), "
+        "copy {:.1f} GB/s. Compute floor = GEMM FLOPs at the better GEMM rate (element-wise work "
+        "ignored); the optimizer-traffic floor is {:.0f} samples/s (24 B per parameter per step)."
+        .format(record["machine_peaks"]["gemm_gflops_2048"], record["machine_peaks"]["gemm_gflops_model"],
+                record["machine_peaks"]["copy_gb_per_s"], memory_floor(record)),
+        "",
         "| step | what changed | samples/s | × reference | × previous | compile s | peak MB "
-        "| equivalence | max rel dev vs fp64 ref |",
-        "|---|---|---:|---:|---:|---:|---:|---|---:|",
+        "| equivalence | max rel dev vs fp64 ref | GEMM GFLOP/sample | % of compute floor |",
+        "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for r in record["rows"]:
         if r.get("skipped"):
-            lines.append(f"| {r['key']} | {r['what']} | skipped: {r['skipped']} | | | | | | |")
+            lines.append(f"| {r['key']} | {r['what']} | skipped: {r['skipped']} | | | | | | | | |")
             continue
         dev = r.get("deviation", {}).get("max_rel")
+        floor = r.get("floors") or {}
+        gflop = floor["gemm_flops_per_sample"] / 1e9 if floor else None
+        share = 100 * r["samples_per_sec"] / floor["compute_floor_sps"] if floor else None
         lines.append(
             f"| {r['key']} | {r['what']} | {num(r['samples_per_sec'], '.2f')} | "
             f"{num(r.get('x_reference'), '.1f')} | {num(r.get('x_previous'), '.2f')} | "
             f"{num(r.get('compile_time_s'), '.1f')} | {num(r.get('peak_memory_mb'), '.0f')} | "
-            f"{r.get('equivalence', '')} | {num(dev, '.1e')} |")
+            f"{r.get('equivalence', '')} | {num(dev, '.1e')} | {num(gflop, '.3f')} | {num(share, '.1f')} |")
     for key, ops in record.get("profiles", {}).items():
         lines += ["", f"Top ops, `{key}` (self time per step):", "",
                   "| op | ms/step | share | calls/step |", "|---|---:|---:|---:|"]
         lines += [f"| {o['op']} | {o['ms_per_step']:.2f} | {100 * o['share']:.0f}% "
                   f"| {o['calls_per_step']:.0f} |" for o in ops]
     return "\n".join(lines) + "\n"
+
+
+def memory_floor(record: dict) -> float:
+    for r in record["rows"]:
+        if r.get("floors"):
+            return r["floors"]["memory_floor_sps"]
+    return float("nan")
 
 
 def bar_chart(record: dict, path: Path) -> None:

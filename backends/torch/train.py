@@ -106,10 +106,10 @@ class TorchTrainer(Trainer):
         self.backend, self.cfg, self.options = backend, cfg, opts
         self.lr, self.weight_decay = lr, weight_decay
         torch.set_num_threads(opts["threads"] or default_threads())
-        self.device, self.dtype = backend.torch_device(), TORCH_DTYPES[backend.dtype]
-
+        # Join the process group first: under torchrun on GPUs it selects this rank's device.
         self.group = (parallel.init_group(opts["parallel"], backend.device, opts["timeout_s"])
                       if opts["parallel"] else parallel.single_process())
+        self.device, self.dtype = backend.torch_device(), TORCH_DTYPES[backend.dtype]
         if self.group.mode == "cells" and self.group.world > cfg.n_cycles:
             raise ValueError(f"parallel=cells with {self.group.world} ranks needs at least as many cells "
                              f"(n_cycles={cfg.n_cycles})")
