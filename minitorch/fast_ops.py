@@ -14,16 +14,22 @@ i-k-j loop order, whose inner loop walks memory with stride 1 and so vectorises.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from numba import njit as _njit
-from numba import prange
+# numba's OpenMP thread pool spins while idle by default. On a shared machine those spinning
+# threads steal the cores the work needs (we measured kernels 10-40x slower under load), so idle
+# threads sleep instead unless the user chose otherwise. Must be set before the pool starts.
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
-from . import tensor_data
-from .tensor_data import Shape, Storage, Strides, shape_broadcast
-from .tensor_ops import MapProto, TensorOps, matmul_shapes, reduced_shape
+import numpy as np  # noqa: E402
+from numba import njit as _njit  # noqa: E402
+from numba import prange  # noqa: E402
+
+from . import tensor_data  # noqa: E402
+from .tensor_data import Shape, Storage, Strides, shape_broadcast  # noqa: E402
+from .tensor_ops import MapProto, TensorOps, matmul_shapes, reduced_shape  # noqa: E402
 
 if TYPE_CHECKING:
     from .tensor import Tensor
@@ -40,16 +46,28 @@ index_to_position = njit(tensor_data.index_to_position)
 broadcast_index = njit(tensor_data.broadcast_index)
 
 
+# Below this many output elements a kernel runs on one thread: waking the thread pool costs more
+# than it saves (tens of microseconds at best; far more on a busy machine).
+PARALLEL_MIN_SIZE = 50_000
+
+
+def serial_twin(kernel: Any) -> Any:
+    """The same kernel compiled without threads (``prange`` then behaves like ``range``)."""
+    return _njit()(kernel.py_func)
+
+
 class FastOps(TensorOps):
     """numba-parallel map, zip, reduce and batched matrix multiply over strided storage."""
 
     @staticmethod
     def map(fn: Callable[[float], float]) -> MapProto:
-        kernel = tensor_map(njit(fn))
+        parallel = tensor_map(njit(fn))
+        serial = serial_twin(parallel)
 
         def apply(a: Tensor, out: Tensor | None = None) -> Tensor:
             if out is None:
                 out = a.zeros(a.shape)
+            kernel = parallel if out.size >= PARALLEL_MIN_SIZE else serial
             kernel(*out.tuple(), *a.tuple())
             return out
 
@@ -57,10 +75,12 @@ class FastOps(TensorOps):
 
     @staticmethod
     def zip(fn: Callable[[float, float], float]) -> Callable[[Tensor, Tensor], Tensor]:
-        kernel = tensor_zip(njit(fn))
+        parallel = tensor_zip(njit(fn))
+        serial = serial_twin(parallel)
 
         def apply(a: Tensor, b: Tensor) -> Tensor:
             out = a.zeros(shape_broadcast(a.shape, b.shape))
+            kernel = parallel if out.size >= PARALLEL_MIN_SIZE else serial
             kernel(*out.tuple(), *a.tuple(), *b.tuple())
             return out
 
@@ -68,11 +88,13 @@ class FastOps(TensorOps):
 
     @staticmethod
     def reduce(fn: Callable[[float, float], float], start: float = 0.0) -> Callable[[Tensor, int], Tensor]:
-        kernel = tensor_reduce(njit(fn))
+        parallel = tensor_reduce(njit(fn))
+        serial = serial_twin(parallel)
 
         def apply(a: Tensor, dim: int) -> Tensor:
             out = a.zeros(reduced_shape(a.shape, dim))
             out._tensor._storage[:] = start
+            kernel = parallel if a.size >= PARALLEL_MIN_SIZE else serial
             kernel(*out.tuple(), *a.tuple(), dim)
             return out
 
@@ -91,7 +113,9 @@ class FastOps(TensorOps):
             b3 = _broadcast_batch(b3, batch).view(int(np.prod(batch)), *b.shape[-2:])
         out3_shape = (max(a3.shape[0], b3.shape[0]), a3.shape[1], b3.shape[2])
         out = a.zeros(out3_shape)
-        tensor_matrix_multiply(*out.tuple(), *a3.tuple(), *b3.tuple())
+        work = out.size * a3.shape[2]  # multiply-adds
+        kernel = tensor_matrix_multiply if work >= PARALLEL_MIN_SIZE else serial_matrix_multiply
+        kernel(*out.tuple(), *a3.tuple(), *b3.tuple())
         if both_2d:
             return out.view(out3_shape[1], out3_shape[2])
         return out.view(*out_shape) if out.shape != out_shape else out
@@ -134,19 +158,26 @@ def tensor_map(fn: Callable[[float], float]) -> Any:
             for i in prange(size):
                 out[i] = fn(in_storage[i])
             return
+        # One parallel task per row of the last dimension: index arithmetic (divisions) once per
+        # row, then a plain strided walk along it.
         dims = len(out_shape)
         offset = dims - len(in_shape)
-        for i in prange(size):
-            block = 1  # product of the sizes of the dims to the right of d
+        last = dims - 1
+        row_length = out_shape[last]
+        out_step = out_strides[last]
+        in_step = in_strides[last - offset] if in_shape[last - offset] > 1 else 0
+        for row in prange(size // row_length):
             out_pos = 0
             in_pos = 0
-            for d in range(dims - 1, -1, -1):
-                idx = (i // block) % out_shape[d]
+            block = 1  # product of the sizes of the leading dims to the right of d
+            for d in range(last - 1, -1, -1):
+                idx = (row // block) % out_shape[d]
                 block *= out_shape[d]
                 out_pos += idx * out_strides[d]
                 if d >= offset and in_shape[d - offset] > 1:
                     in_pos += idx * in_strides[d - offset]
-            out[out_pos] = fn(in_storage[in_pos])
+            for j in range(row_length):
+                out[out_pos + j * out_step] = fn(in_storage[in_pos + j * in_step])
 
     return _njit(parallel=True)(_map)
 
@@ -185,20 +216,26 @@ def tensor_zip(fn: Callable[[float, float], float]) -> Any:
         dims = len(out_shape)
         a_offset = dims - len(a_shape)
         b_offset = dims - len(b_shape)
-        for i in prange(size):
-            block = 1  # product of the sizes of the dims to the right of d
+        last = dims - 1
+        row_length = out_shape[last]
+        out_step = out_strides[last]
+        a_step = a_strides[last - a_offset] if a_shape[last - a_offset] > 1 else 0
+        b_step = b_strides[last - b_offset] if b_shape[last - b_offset] > 1 else 0
+        for row in prange(size // row_length):
             out_pos = 0
             a_pos = 0
             b_pos = 0
-            for d in range(dims - 1, -1, -1):
-                idx = (i // block) % out_shape[d]
+            block = 1
+            for d in range(last - 1, -1, -1):
+                idx = (row // block) % out_shape[d]
                 block *= out_shape[d]
                 out_pos += idx * out_strides[d]
                 if d >= a_offset and a_shape[d - a_offset] > 1:
                     a_pos += idx * a_strides[d - a_offset]
                 if d >= b_offset and b_shape[d - b_offset] > 1:
                     b_pos += idx * b_strides[d - b_offset]
-            out[out_pos] = fn(a_storage[a_pos], b_storage[b_pos])
+            for j in range(row_length):
+                out[out_pos + j * out_step] = fn(a_storage[a_pos + j * a_step], b_storage[b_pos + j * b_step])
 
     return _njit(parallel=True)(_zip)
 
@@ -280,3 +317,4 @@ def _tensor_matrix_multiply(
 
 
 tensor_matrix_multiply = _njit(parallel=True, fastmath=True)(_tensor_matrix_multiply)
+serial_matrix_multiply = _njit(fastmath=True)(_tensor_matrix_multiply)
