@@ -107,14 +107,15 @@ class MLXBackend(Backend):
         y_all = np.concatenate([y for _, y in batches])
         trainer = self.trainer(params, cfg, x_all, y_all, lr, weight_decay)
         if state is not None and "mlx_optimizer" in state:
-            trainer.optimizer.state.update(state["mlx_optimizer"])
+            saved_state, trainer.optimizer.host_step = state["mlx_optimizer"]
+            trainer.optimizer.state.update(saved_state)
         start = 0
         for x, _ in batches:
             trainer.step(np.arange(start, start + len(x)))
             start += len(x)
         trainer.sync()
         if state is not None:
-            state["mlx_optimizer"] = trainer.optimizer.state
+            state["mlx_optimizer"] = (trainer.optimizer.state, trainer.optimizer.host_step)
         return trainer.params(), trainer.losses()
 
     def versions(self) -> dict[str, str]:

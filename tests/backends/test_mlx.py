@@ -72,6 +72,8 @@ def run_adamw(optimizer, params: dict, grads_per_step: list[dict], dtype) -> dic
     tree = {k: mx.array(v, dtype=dtype) for k, v in params.items()}
     optimizer.init(tree)
     for grads in grads_per_step:
+        if isinstance(optimizer, TorchAdamW):
+            optimizer.prepare_step()
         tree = optimizer.apply_gradients({k: mx.array(g, dtype=dtype) for k, g in grads.items()}, tree)
     return {k: np.array(v) for k, v in tree.items()}
 
