@@ -43,15 +43,21 @@ endif
 	@rm -f $(VENV)/.stamp-*
 	@touch $@
 
-# tinygrad's CPU device compiles kernels with clang. Provide it where we can (root + apt), or say
-# what happens without it (the tinygrad backend reports itself unavailable; nothing else changes).
+# System libraries some backends want, provided where we can (root + apt), otherwise explained:
+# - clang: tinygrad's CPU device compiles its kernels with it (without it tinygrad reports itself
+#   unusable; nothing else changes);
+# - OpenBLAS: the Linux mlx-cpu wheel bundles a reference BLAS ~50x slower on these GEMMs; the mlx
+#   backend loads the system OpenBLAS when present (docs/REPORT.md, MLX section).
+TOOLCHAIN_PKGS := $(if $(shell command -v clang),,clang) \
+                  $(if $(wildcard /usr/lib/*-linux-gnu/openblas-pthread/libopenblas.so.0),,libopenblas0-pthread)
+
 toolchain:
-	@command -v clang >/dev/null && exit 0; \
+	@pkgs="$(strip $(TOOLCHAIN_PKGS))"; [ -z "$$pkgs" ] && exit 0; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  echo "installing clang for tinygrad's CPU device (apt-get)"; \
-	  (apt-get install -y -qq clang >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq clang >/dev/null 2>&1)) \
-	    || echo "warning: could not install clang; tinygrad's CPU device will be unavailable"; \
-	else echo "note: no clang and no root apt-get: tinygrad's CPU device will be unavailable"; fi
+	  echo "installing $$pkgs (apt-get): clang for tinygrad's CPU device, OpenBLAS for MLX"; \
+	  (apt-get install -y -qq $$pkgs >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq $$pkgs >/dev/null 2>&1)) \
+	    || echo "warning: could not install $$pkgs; tinygrad's CPU device / MLX's fast BLAS may be unavailable"; \
+	else echo "note: missing $$pkgs and no root apt-get: tinygrad's CPU device / MLX's fast BLAS may be unavailable"; fi
 
 bench: venv toolchain
 	$(BENCH_ENV) $(PY) -m bench all --data synthetic:small --batch-size 8 --out results $(BENCH_ARGS)
