@@ -1,0 +1,320 @@
+"""Regenerate the results section of docs/REPORT.md (tables and log-scale charts) from results/*.json.
+
+    python -m bench report [--results results] [--out docs/REPORT.md]
+
+Reads every `*.json` in --results. Timing records (what `python -m bench --json`, `bench all` and
+torchrun runs write) are validated with `bench.results.read_result`; a file that is not one is
+skipped with a one-line note on stderr. Torch ladder records (`ladder_torch_<device>.json`) are
+listed with a link to their own table and chart. Results are grouped by the machine that made them
+(`device_name`), then by setting (data, batch size, model config): a speed ratio is only meaningful
+between results of one machine and one setting. "× reference" divides by the reference backend's
+samples/s on the same machine, setting and dtype (the one from the same git commit when there are
+several), so it is the speed-up measured in that run.
+
+Only the text between the markers `<!-- results:begin -->` and `<!-- results:end -->` is rewritten
+(the rest of the report belongs to other sections); the charts go to `img/` beside --out. Both are
+written to a temporary file first and renamed, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from bench import results as results_mod
+
+BEGIN = "<!-- results:begin -->"
+END = "<!-- results:end -->"
+DEFAULT_TITLE = "# trompt-bench: report"
+OVERVIEW = ""  # the chart key of all machines side by side (a device name is never empty)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--results", default="results", help="directory holding the result JSON files")
+    p.add_argument("--out", default="docs/REPORT.md", help="markdown file whose results section is rewritten")
+
+
+def run(args: argparse.Namespace) -> int:
+    results_dir, out = Path(args.results), Path(args.out)
+    timings, ladders, notes = load_results(results_dir)
+    for note in notes:
+        print(note, file=sys.stderr)
+    if not timings and not ladders:
+        raise ValueError(f"no readable result files in {results_dir}/ (run python -m bench ... --json first)")
+    groups = group_results(timings)
+    img_dir = out.parent / "img"
+    charts = write_charts(groups, img_dir)
+    links = {k: Path(os.path.relpath(v, out.parent)).as_posix() for k, v in charts.items()}
+    section = render_section(groups, ladders, links, results_dir, n_skipped=len(notes))
+    replace_section(out, section)
+    print(f"wrote the results section of {out} ({len(timings)} results on {len(groups)} machine(s), "
+          f"{len(ladders)} ladder(s)) and {len(charts)} chart(s) in {img_dir}/")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def load_results(results_dir: Path) -> tuple[list[dict], list[dict], list[str]]:
+    """(timing records, ladder records, one note per skipped file), in file-name order.
+
+    Every record gets `_file`, the file's name, so the tables can say where each row comes from.
+    """
+    if not results_dir.is_dir():
+        raise ValueError(f"results directory {results_dir} does not exist")
+    timings, ladders, notes = [], [], []
+    for path in sorted(results_dir.glob("*.json")):
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            notes.append(f"note: skipped {path}: not readable JSON ({type(e).__name__})")
+            continue
+        if isinstance(raw, dict) and "ladder" in raw and isinstance(raw.get("rows"), list):
+            ladders.append({**raw, "_file": path.name})
+            continue
+        try:
+            record = results_mod.read_result(path)
+            sps = record["samples_per_sec"]
+            if number(sps, "g") == "-" or sps <= 0:
+                raise ValueError(f"result file {path} has samples_per_sec {sps!r}, not a positive number")
+            if not isinstance(record["config"], dict):
+                raise ValueError(f"result file {path} has a config that is not an object")
+        except ValueError as e:
+            notes.append(f"note: skipped {path}: {str(e).splitlines()[0]}")
+            continue
+        timings.append({**record, "_file": path.name})
+    return timings, ladders, notes
+
+
+# ---------------------------------------------------------------------------------------------
+# Grouping and ratios
+
+
+def setting_key(r: dict) -> tuple[str, int, str]:
+    """What must be equal for two speeds to be compared: data, batch size and model config."""
+    return (str(r.get("data")), int(r["batch_size"]), json.dumps(r["config"], sort_keys=True))
+
+
+def setting_text(key: tuple[str, int, str]) -> str:
+    data, batch, config = key
+    cfg = json.loads(config)
+    shape = ", ".join(f"{k}={v}" for k, v in cfg.items())
+    return f"data `{data}`, batch {batch}, config {shape}"
+
+
+def row_order(r: dict) -> tuple:
+    """Reference first, then the fastest first."""
+    return (r["backend"] != "reference", -r["samples_per_sec"], r["_file"])
+
+
+def group_results(timings: list[dict]) -> dict[str, dict[tuple, list[dict]]]:
+    """{device_name: {setting: [records]}}, machines and settings in sorted order."""
+    groups: dict[str, dict[tuple, list[dict]]] = {}
+    for r in timings:
+        device = str(r.get("device_name") or "unknown machine")
+        groups.setdefault(device, {}).setdefault(setting_key(r), []).append(r)
+    return {device: {key: sorted(settings[key], key=row_order) for key in sorted(settings)}
+            for device, settings in sorted(groups.items())}
+
+
+def reference_for(r: dict, rows: list[dict]) -> dict | None:
+    """The reference result this row is measured against: same machine and setting (the caller
+    passes one group), same dtype; the same git commit (the same run) when there are several."""
+    candidates = [c for c in rows if c["backend"] == "reference" and c.get("dtype") == r.get("dtype")]
+    same_commit = [c for c in candidates if c.get("git_commit") == r.get("git_commit")]
+    chosen = same_commit or candidates
+    return chosen[0] if chosen else None
+
+
+def speedup_vs_reference(r: dict, rows: list[dict]) -> float | None:
+    ref = reference_for(r, rows)
+    return None if ref is None else r["samples_per_sec"] / ref["samples_per_sec"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown
+
+
+def label(r: dict) -> str:
+    """backend, dtype and options: what distinguishes two rows of one table."""
+    opts = ", ".join(f"{k}={v}" for k, v in (r.get("options") or {}).items() if v is not None)
+    return f"{r['backend']} {r.get('dtype', '?')}" + (f" ({opts})" if opts else "")
+
+
+def cell(text: object) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def number(value: object, fmt: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return "-"
+    return format(value, fmt)
+
+
+def equivalence_text(r: dict) -> str:
+    eq = r.get("equivalence")
+    if not isinstance(eq, dict) or "verdict" not in eq:
+        return "not checked"
+    return f"{eq['verdict']} ({number(eq.get('max_rel_dev'), '.1e')})"
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = [
+        "| backend, dtype (options) | samples/s | × reference | step ms | compile s | peak MB "
+        "| equivalence | file |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for r in rows:
+        ratio = speedup_vs_reference(r, rows)
+        lines.append(
+            f"| {cell(label(r))} | {number(r['samples_per_sec'], ',.1f')} | {number(ratio, ',.2f')} | "
+            f"{number(r.get('step_time_ms'), ',.2f')} | {number(r.get('compile_time_s'), ',.2f')} | "
+            f"{number(r.get('peak_memory_mb'), ',.0f')} | {cell(equivalence_text(r))} | "
+            f"`{cell(r['_file'])}` |")
+    return "\n".join(lines)
+
+
+def render_section(groups: dict[str, dict[tuple, list[dict]]], ladders: list[dict], charts: dict[str, str],
+                   results_dir: Path, n_skipped: int = 0) -> str:
+    n = sum(len(rows) for settings in groups.values() for rows in settings.values())
+    lines = [
+        "## Results",
+        "",
+        f"Generated by `python -m bench report` from {n} result file(s) in `{results_dir.as_posix()}/`"
+        + (f" ({n_skipped} other file(s) skipped)" if n_skipped else "")
+        + "; do not edit by hand, rerun the command. Samples/s are training samples per second "
+        "(median of the repeats, after warm-up); × reference is the speed-up over the reference "
+        "backend measured on the same machine, setting and dtype; compile s is the first step "
+        "(tracing and compilation); equivalence is the verdict of `bench check` against the "
+        "float64 reference and the largest relative deviation. Compare rows within one table only: "
+        "other machines, settings or runs are different measurements.",
+    ]
+    if OVERVIEW in charts:
+        lines += ["", f"![samples/s on every machine, log scale]({charts[OVERVIEW]})"]
+    for device, settings in groups.items():
+        lines += ["", f"### {device}"]
+        for key, rows in settings.items():
+            commits = sorted({str(r.get("git_commit")) for r in rows})
+            lines += ["", f"{setting_text(key)}; commit {', '.join(commits)}.", "", markdown_table(rows)]
+        if device in charts:
+            lines += ["", f"![samples/s on {device}, log scale]({charts[device]})"]
+    if ladders:
+        lines += ["", "### Torch speed-up ladders", ""]
+        for ladder in ladders:
+            stem = Path(ladder["_file"]).stem
+            smoke = " (smoke size: plumbing only, not a measurement)" if ladder.get("smoke") else ""
+            lines.append(f"- `{ladder['_file']}`: {ladder.get('ladder')} on {ladder.get('device_name', '?')} "
+                         f"({ladder.get('device', '?')}){smoke}; table `{stem}.md`, chart `{stem}.png` "
+                         f"in `{results_dir.as_posix()}/`.")
+    return "\n".join(lines) + "\n"
+
+
+def replace_section(path: Path, section: str) -> None:
+    """Put `section` between the markers of `path`, creating the file or the markers if absent."""
+    text = path.read_text() if path.exists() else DEFAULT_TITLE + "\n"
+    block = f"{BEGIN}\n{section}{END}"
+    n_begin, n_end = text.count(BEGIN), text.count(END)
+    if n_begin == 1 and n_end == 1 and text.index(BEGIN) < text.index(END):
+        start, stop = text.index(BEGIN), text.index(END) + len(END)
+        new = text[:start] + block + text[stop:]
+    elif n_begin == 0 and n_end == 0:
+        new = insert_after_title(text, block)
+    else:
+        raise ValueError(f"{path} must hold {BEGIN} once, then {END} once (found {n_begin} and {n_end})")
+    write_text_atomic(path, new)
+
+
+def insert_after_title(text: str, block: str) -> str:
+    lines = text.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if line.startswith("# "):
+            return "".join(lines[:i + 1]) + "\n" + block + "\n" + "".join(lines[i + 1:])
+    return DEFAULT_TITLE + "\n\n" + block + "\n\n" + text
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    write_atomic(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def write_atomic(path: Path, write: Callable[[str], object]) -> None:
+    """`write(tmp_path)` then rename onto `path`: readers see the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------------------------------------
+# Charts
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "machine"
+
+
+def chart_rows(settings: dict[tuple, list[dict]]) -> list[tuple[str, float, bool]]:
+    """(bar label, samples/s, is the reference) for one machine; the setting is named when there
+    are several, so two bars never share a label."""
+    out = []
+    for key, rows in settings.items():
+        tag = f" [{key[0]}, b{key[1]}]" if len(settings) > 1 else ""
+        out += [(label(r) + tag, r["samples_per_sec"], r["backend"] == "reference") for r in rows]
+    return out
+
+
+def draw_bars(ax: object, rows: list[tuple[str, float, bool]], title: str) -> None:
+    names = [name for name, _, _ in rows][::-1]
+    values = [value for _, value, _ in rows][::-1]
+    colors = ["tab:gray" if is_ref else "tab:blue" for _, _, is_ref in rows][::-1]
+    ax.barh(range(len(values)), values, color=colors)
+    ax.set_yticks(range(len(values)), names, fontsize=7)
+    ax.set_xscale("log")
+    for i, value in enumerate(values):
+        ax.text(value, i, f" {value:,.1f}", va="center", fontsize=7)
+    ax.set_xlim(min(values) / 2, max(values) * 8)
+    ax.set_xlabel("training samples/s (log scale; gray = reference)", fontsize=8)
+    ax.set_title(title, fontsize=9)
+
+
+def write_charts(groups: dict[str, dict[tuple, list[dict]]], img_dir: Path) -> dict[str, Path]:
+    """One bar chart per machine, plus all machines side by side when there are several."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    charts: dict[str, Path] = {}
+
+    def save(fig: object, path: Path) -> None:
+        fig.tight_layout()
+        write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+        plt.close(fig)
+
+    for device, settings in groups.items():
+        rows = chart_rows(settings)
+        fig, ax = plt.subplots(figsize=(8, 0.35 * len(rows) + 1.4))
+        draw_bars(ax, rows, device)
+        charts[device] = img_dir / f"results_{slug(device)}.png"
+        save(fig, charts[device])
+    if len(groups) > 1:
+        tallest = max(len(chart_rows(s)) for s in groups.values())
+        size = (5.5 * len(groups), 0.35 * tallest + 1.6)
+        fig, axes = plt.subplots(1, len(groups), figsize=size, squeeze=False)
+        for ax, (device, settings) in zip(axes[0], groups.items()):
+            draw_bars(ax, chart_rows(settings), device)
+        charts[OVERVIEW] = img_dir / "results_overview.png"
+        save(fig, charts[OVERVIEW])
+    return charts
