@@ -130,7 +130,7 @@ class TensorData:
         """Move the storage to the GPU (numba.cuda) if it is not already there."""
         import numba.cuda
 
-        if not numba.cuda.is_cuda_array(self._storage):
+        if isinstance(self._storage, np.ndarray):  # a host array; device arrays are not ndarrays
             self._storage = numba.cuda.to_device(self._storage)
 
     def is_contiguous(self) -> bool:
