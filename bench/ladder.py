@@ -32,7 +32,7 @@ from bench import sysinfo
 
 # glibc keeps per-step buffers instead of returning and re-mapping them each step (spec §14).
 # Same values as the Makefile's BENCH_ENV. They only act if set before the process starts.
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1073741824", "MALLOC_TRIM_THRESHOLD_": "4294967296",
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "4294967296",
               "MALLOC_TOP_PAD_": "268435456"}
 REEXEC_FLAG = "TROMPT_LADDER_REEXEC"
 SMOKE_CONFIG = spec.TromptConfig(n_columns=48, n_prompts=8, d_model=16, n_cycles=3)

@@ -194,7 +194,11 @@ def forward_r5(p: Params, x: torch.Tensor) -> torch.Tensor:
     so only H (N, B, C, D) is ever materialised, never E."""
     mask = importance_mask(p)  # (N, P, C)
     h = embed(x, p)  # (N, B, C, D)
-    var, mean = torch.var_mean(h, dim=-1, correction=0)  # (N, B, C) each
+    # Biased variance as E[h²] − μ²: on CPU two plain reductions are ~6x faster than var_mean's
+    # Welford kernel. It is well conditioned here because h = relu(·) ≥ 0 has var comparable to μ²
+    # (about half of each row is zero), so the subtraction loses at most a bit or two.
+    mean = h.mean(-1)  # (N, B, C)
+    var = (h * h).mean(-1) - mean * mean  # (N, B, C)
     rstd = torch.rsqrt(var + LN_EPS)
     gamma, beta = p["ln_emb.weight"], p["ln_emb.bias"]  # (N, D)
     v = p["tdown.dense0.weight"][0]  # (D,)
