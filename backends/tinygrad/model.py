@@ -6,8 +6,10 @@ The same algorithm as backends/mlx/model.py, written in tinygrad's Tensor API:
   - the (B, P, C, D) expansion and the (B, P, D) cell output are never built: the downstream
     head is reassociated so each sample and cell needs C-vectors only (F3-F5);
   - the feature LayerNorm's affine part is folded into those C-vectors (F6).
-tinygrad's autodiff (`Tensor.gradient`) differentiates this forward; its scheduler fuses the
-element-wise work into the reductions, so the (N, B, C, D) embedding is recomputed, not stored.
+tinygrad's autodiff (`Tensor.gradient`) differentiates this forward. Its scheduler fuses lazily
+built expressions into every kernel that reads them, recomputing them each time; the few
+`.contiguous()` calls below store the intermediates that many kernels (forward and backward)
+read, which cut the CPU time of a full-size step by ~27% (docs/REPORT.md).
 
 Shapes: B batch, C columns, P prompts, D d_model, N cycles (= cells).
 Parameters live "stacked": one (N, ...) tensor per per-cell leaf name (see `stack_cells`).
@@ -72,7 +74,7 @@ def importance_mask(p: dict[str, Tensor]) -> Tensor:
     fused = normed.cat(prompt, dim=-1)  # (N, P, 2D)
     query = fused @ p["dense_imp.weight"].transpose(1, 2) + p["dense_imp.bias"].unsqueeze(1) + emb_prompt
     key = layer_norm(p["emb_column"], p["ln_col.weight"].unsqueeze(1), p["ln_col.bias"].unsqueeze(1))
-    return (query @ key.transpose(1, 2)).softmax(axis=-1)  # (N, P, C)
+    return (query @ key.transpose(1, 2)).softmax(axis=-1).contiguous()  # (N, P, C)
 
 
 def cell_features(p: dict[str, Tensor], x: Tensor, mask: Tensor) -> Tensor:
@@ -90,20 +92,21 @@ def cell_features(p: dict[str, Tensor], x: Tensor, mask: Tensor) -> Tensor:
     # Feature embedding before its LayerNorm; E itself is never materialised.
     batch, n_columns = x.shape
     h = (x.reshape(1, batch, n_columns, 1) * p["feature_emb_weight"].unsqueeze(1)
-         + p["feature_emb_bias"].unsqueeze(1)).relu()  # (N, B, C, D)
-    mean = h.mean(axis=-1)  # (N, B, C)
+         + p["feature_emb_bias"].unsqueeze(1)).relu().contiguous()  # (N, B, C, D)
+    mean = h.mean(axis=-1).contiguous()  # (N, B, C)
     centred = h - mean.unsqueeze(-1)
-    rstd = ((centred * centred).mean(axis=-1) + LN_EPS).rsqrt()  # (N, B, C)
+    rstd = ((centred * centred).mean(axis=-1) + LN_EPS).rsqrt().contiguous()  # (N, B, C)
 
     # t_c = E_c . v = rstd_c * (H_c . (gamma*v) - mean_c * sum(gamma*v)) + beta . v
     u = gamma * v  # (N, D)
     h_dot_u = (h * u.reshape(u.shape[0], 1, 1, u.shape[1])).sum(axis=-1)  # (N, B, C)
     t = rstd * (h_dot_u - mean * u.sum(axis=-1).reshape(-1, 1, 1)) + (beta @ v).reshape(-1, 1, 1)
+    t = t.contiguous()  # (N, B, C)
 
     logits = (scale.unsqueeze(1) * (t @ mask.transpose(1, 2))  # (N, B, P)
               + (shift * v.sum()).unsqueeze(1) + p["tdown.dense0.bias"])
-    pi = logits.softmax(axis=-1)  # over prompts
-    alpha = (pi * scale.unsqueeze(1)) @ mask  # (N, B, C)
+    pi = logits.softmax(axis=-1).contiguous()  # over prompts
+    alpha = ((pi * scale.unsqueeze(1)) @ mask).contiguous()  # (N, B, C)
 
     # z = gamma * sum_c alpha_c rstd_c (H_c - mean_c) + beta * sum_c alpha_c + pi . e
     weights = alpha * rstd  # (N, B, C)
