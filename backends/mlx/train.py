@@ -60,8 +60,9 @@ class TorchAdamW(optim.AdamW):
         beta1, beta2 = self.betas
         m = state["m"] = beta1 * state["m"] + (1 - beta1) * gradient
         v = state["v"] = beta2 * state["v"] + (1 - beta2) * mx.square(gradient)
-        decayed = parameter * self.state["decay"]  # decoupled decay uses the pre-update parameter
-        return decayed - self.state["step_size"] * m / (mx.sqrt(v) * self.state["bias2_rsqrt"] + self.eps)
+        scalars = self.state  # this optimizer's own state: the scalars of prepare_step
+        decayed = parameter * scalars["decay"]  # decoupled decay uses the pre-update parameter
+        return decayed - scalars["step_size"] * m / (mx.sqrt(v) * scalars["bias2_rsqrt"] + self.eps)
 
 
 class MLXTrainer(Trainer):
@@ -90,27 +91,28 @@ class MLXTrainer(Trainer):
         stacked = to_mlx(stack_cells(params, cfg), backend.dtype)
         self.optimizer.init(stacked)
         # Everything the step reads and writes, declared to mx.compile as its state.
-        self.state = {"params": stacked, "optimizer": self.optimizer.state}
+        self.device_state = {"params": stacked, "optimizer": self.optimizer.state}
         self._losses: list[mx.array] = []
 
         def train_step(idx: mx.array, x_train: mx.array, y_train: mx.array) -> mx.array:
-            loss, grads = mx.value_and_grad(mse_over_cycles)(self.state["params"], x_train[idx], y_train[idx])
-            self.state["params"] = self.optimizer.apply_gradients(grads, self.state["params"])
+            params = self.device_state["params"]
+            loss, grads = mx.value_and_grad(mse_over_cycles)(params, x_train[idx], y_train[idx])
+            self.device_state["params"] = self.optimizer.apply_gradients(grads, params)
             return loss
 
         if compile:
-            train_step = mx.compile(train_step, inputs=self.state, outputs=self.state)
+            train_step = mx.compile(train_step, inputs=self.device_state, outputs=self.device_state)
         self._train_step = train_step
         self._forward = mx.compile(forward) if compile else forward
 
     def step(self, idx: np.ndarray) -> None:
         self.optimizer.prepare_step()
         loss = self._train_step(mx.array(np.asarray(idx), dtype=mx.int32), self.x_train, self.y_train)
-        mx.async_eval(loss, self.state)
+        mx.async_eval(loss, self.device_state)
         self._losses.append(loss)
 
     def sync(self) -> None:
-        mx.eval(self.state, self._losses)
+        mx.eval(self.device_state, self._losses)
 
     def losses(self) -> list[float]:
         mx.eval(self._losses)
@@ -121,12 +123,38 @@ class MLXTrainer(Trainer):
         dtype = MLX_DTYPES[self.backend.dtype]
         rows = range(0, len(x), self.predict_chunk)
         chunks = [mx.array(x[i:i + self.predict_chunk], dtype=dtype) for i in rows]
-        parts = [np.array(self._forward(self.state["params"], chunk)) for chunk in chunks]
+        parts = [np.array(self._forward(self.device_state["params"], chunk)) for chunk in chunks]
         return np.concatenate(parts)
 
     def params(self) -> dict[str, np.ndarray]:
-        mx.eval(self.state)
-        return unstack_cells(to_numpy(self.state["params"]), self.cfg)
+        mx.eval(self.device_state)
+        return unstack_cells(to_numpy(self.device_state["params"]), self.cfg)
 
     def peak_memory_mb(self) -> float | None:
         return mx.get_peak_memory() / 2**20
+
+    # -- checkpointing (keys as in backends/base.py: param/, exp_avg/, exp_avg_sq/, step) ------
+    def state(self) -> dict[str, np.ndarray]:
+        mx.eval(self.device_state)
+        moments = self.optimizer.state
+        out = {f"param/{k}": v for k, v in self.params().items()}
+        for moment, key in (("exp_avg", "m"), ("exp_avg_sq", "v")):
+            stacked = {leaf: np.array(moments[leaf][key]) for leaf in self.device_state["params"]}
+            out.update({f"{moment}/{k}": v for k, v in unstack_cells(stacked, self.cfg).items()})
+        out["step"] = np.array(self.optimizer.host_step, dtype=np.int64)
+        return out
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        def part(prefix: str) -> dict[str, mx.array]:
+            named = {k.split("/", 1)[1]: v for k, v in state.items() if k.startswith(prefix + "/")}
+            spec.check_params(named, self.cfg)
+            return to_mlx(stack_cells(named, self.cfg), self.backend.dtype)
+
+        if "step" not in state or np.ndim(state["step"]) != 0:
+            raise ValueError("trainer state lacks the scalar 'step'")
+        params, m, v = part("param"), part("exp_avg"), part("exp_avg_sq")
+        self.device_state["params"] = params
+        for leaf in params:
+            self.optimizer.state[leaf] = {"m": m[leaf], "v": v[leaf]}
+        self.optimizer.host_step = int(state["step"])
+        self.optimizer.state["step"] = mx.array(int(state["step"]), dtype=mx.uint64)

@@ -160,3 +160,26 @@ class TinygradTrainer(Trainer):
 
     def peak_memory_mb(self) -> float | None:
         return None  # tinygrad keeps no peak counter on CPU; bench falls back to host RSS
+
+    # -- checkpointing (keys as in backends/base.py: param/, exp_avg/, exp_avg_sq/, step) ------
+    def state(self) -> dict[str, np.ndarray]:
+        out = {f"param/{k}": v for k, v in self.params().items()}
+        for moment, tensors in (("exp_avg", self.optimizer.m), ("exp_avg_sq", self.optimizer.v)):
+            out.update({f"{moment}/{k}": v for k, v in unstack_cells(to_numpy(tensors), self.cfg).items()})
+        out["step"] = np.array(self.optimizer.steps_taken, dtype=np.int64)
+        return out
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        def part(prefix: str) -> dict[str, np.ndarray]:
+            named = {k.split("/", 1)[1]: v for k, v in state.items() if k.startswith(prefix + "/")}
+            spec.check_params(named, self.cfg)
+            return stack_cells(named, self.cfg)
+
+        if "step" not in state or np.ndim(state["step"]) != 0:
+            raise ValueError("trainer state lacks the scalar 'step'")
+        loaded = [(self.params_t, part("param")), (self.optimizer.m, part("exp_avg")),
+                  (self.optimizer.v, part("exp_avg_sq"))]
+        # assign into the existing buffers: the jit replays kernels bound to exactly these
+        Tensor.realize(*[tensors[k].assign(self._tensor(values[k]))
+                         for tensors, values in loaded for k in tensors])
+        self.optimizer.steps_taken = int(state["step"])

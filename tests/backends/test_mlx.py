@@ -173,3 +173,22 @@ def test_bad_inputs_are_one_line_value_errors():
         with pytest.raises(ValueError, match=message) as info:
             call()
         assert "\n" not in str(info.value)
+
+
+def test_checkpoint_state_resumes_bit_for_bit():
+    params, x, y = problem(rows=24, seed=5)
+    b = make_backend(dtype="float64")
+    batches = [np.arange(0, 8), np.arange(8, 16), np.arange(16, 24)]
+    straight = b.trainer(params, CFG, x, y)
+    straight.run(batches)
+    first = b.trainer(params, CFG, x, y)
+    first.run(batches[:2])
+    saved = first.state()
+    assert int(saved["step"]) == 2 and set(saved) >= {f"exp_avg_sq/{k}" for k in spec.param_names(CFG)}
+    resumed = b.trainer(spec.init_params(CFG, seed=9, dtype="float64"), CFG, x, y)  # other params
+    resumed.load_state(saved)
+    resumed.run(batches[2:])
+    for name, value in straight.params().items():
+        assert np.array_equal(resumed.params()[name], value), name
+    with pytest.raises(ValueError, match="missing"):
+        resumed.load_state({k: v for k, v in saved.items() if k != "exp_avg/prompt"})

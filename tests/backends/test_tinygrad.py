@@ -95,6 +95,16 @@ def test_trainer_float64_matches_the_reference_step_by_step_with_a_short_batch()
     assert preds.shape == (5, CFG.n_cycles)
     assert rel_err(preds, reference.forward(expected, x[:5], CFG)) < 1e-10
 
+    # Checkpoint: a fresh trainer loaded with this state continues exactly like this one.
+    saved = trainer.state()
+    assert int(saved["step"]) == 3
+    resumed = make_backend(dtype="float64").trainer(spec.init_params(CFG, seed=9, dtype="float64"), CFG, x, y)
+    resumed.load_state(saved)
+    for t in (trainer, resumed):
+        t.run([np.arange(8)])
+    for name, value in trainer.params().items():
+        assert np.array_equal(resumed.params()[name], value), name
+
 
 def test_bad_inputs_are_one_line_value_errors():
     params, x, y = problem(rows=4)
