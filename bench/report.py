@@ -275,7 +275,8 @@ def chart_rows(settings: dict[tuple, list[dict]]) -> list[tuple[str, float, bool
     return out
 
 
-def draw_bars(ax: object, rows: list[tuple[str, float, bool]], title: str) -> None:
+def draw_bars(ax: object, rows: list[tuple[str, float, bool]], title: str,
+              limits: tuple[float, float] | None = None) -> None:
     names = [name for name, _, _ in rows][::-1]
     values = [value for _, value, _ in rows][::-1]
     colors = ["tab:gray" if is_ref else "tab:blue" for _, _, is_ref in rows][::-1]
@@ -284,7 +285,7 @@ def draw_bars(ax: object, rows: list[tuple[str, float, bool]], title: str) -> No
     ax.set_xscale("log")
     for i, value in enumerate(values):
         ax.text(value, i, f" {value:,.1f}", va="center", fontsize=7)
-    ax.set_xlim(min(values) / 2, max(values) * 8)
+    ax.set_xlim(*(limits or (min(values) / 2, max(values) * 8)))
     ax.set_xlabel("training samples/s (log scale; gray = reference)", fontsize=8)
     ax.set_title(title, fontsize=9)
 
@@ -313,8 +314,10 @@ def write_charts(groups: dict[str, dict[tuple, list[dict]]], img_dir: Path) -> d
         tallest = max(len(chart_rows(s)) for s in groups.values())
         size = (5.5 * len(groups), 0.35 * tallest + 1.6)
         fig, axes = plt.subplots(1, len(groups), figsize=size, squeeze=False)
+        every = [value for s in groups.values() for _, value, _ in chart_rows(s)]
+        limits = (min(every) / 2, max(every) * 8)  # one scale, so bars compare across machines
         for ax, (device, settings) in zip(axes[0], groups.items()):
-            draw_bars(ax, chart_rows(settings), device)
+            draw_bars(ax, chart_rows(settings), device, limits)
         charts[OVERVIEW] = img_dir / "results_overview.png"
         save(fig, charts[OVERVIEW])
     return charts
