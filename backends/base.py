@@ -72,6 +72,37 @@ class Trainer:
         """Peak device memory if the framework reports it (host memory is measured by bench)."""
         return None
 
+    # -- checkpointing: everything needed to continue bit-for-bit, as numpy arrays -------------
+    # Keys: "param/<name>", "exp_avg/<name>", "exp_avg_sq/<name>" (canonical names) and "step".
+    def state(self) -> dict[str, np.ndarray]:
+        out = {f"param/{k}": np.array(v) for k, v in self._params.items()}
+        for k in self._params:
+            for moment, key in (("exp_avg", "m"), ("exp_avg_sq", "v")):
+                out[f"{moment}/{k}"] = np.array(self._state.get((key, k), np.zeros_like(self._params[k])))
+        out["step"] = np.array(self._state.get("step", 0), dtype=np.int64)
+        return out
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        check_state(state, self.cfg)
+        self._params = {k: np.array(state[f"param/{k}"], dtype=self.backend.dtype) for k in self._params}
+        self._state = {"step": int(state["step"])}
+        for k in self._params:
+            self._state[("m", k)] = np.array(state[f"exp_avg/{k}"], dtype=self.backend.dtype)
+            self._state[("v", k)] = np.array(state[f"exp_avg_sq/{k}"], dtype=self.backend.dtype)
+
+
+def check_state(state: dict[str, np.ndarray], cfg: TromptConfig) -> None:
+    """A trainer state must hold every parameter and both moments with the right shapes."""
+    for name, shape in spec.param_shapes(cfg).items():
+        for prefix in ("param", "exp_avg", "exp_avg_sq"):
+            key = f"{prefix}/{name}"
+            if key not in state:
+                raise ValueError(f"trainer state lacks {key}")
+            if tuple(np.shape(state[key])) != shape:
+                raise ValueError(f"trainer state {key} has shape {np.shape(state[key])}, expected {shape}")
+    if "step" not in state or np.ndim(state["step"]) != 0:
+        raise ValueError("trainer state lacks the scalar 'step'")
+
 
 class Backend:
     """Base class: input validation around the framework-specific `_forward` and `_loss_and_grad`."""

@@ -123,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_args(p)
     p.add_argument("--epochs", type=int, default=spec.EPOCHS)
     p.add_argument("--max-steps", type=int, default=None, help="cap the steps per epoch (smoke runs)")
+    p.add_argument("--checkpoint-dir", default=None, help="save checkpoints (npz + json, atomic) here")
+    p.add_argument("--checkpoint-every", type=int, default=0, metavar="K",
+                   help="save every K steps (0: only at the end of the run)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest checkpoint in --checkpoint-dir")
 
     p = sub.add_parser("check", help="compare a backend with the float64 reference (forward, grads, AdamW)")
     add_backend_args(p)
@@ -195,7 +200,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"note: {note}", file=sys.stderr)
     cfg = config_for(args, dataset.n_columns)
     out = train(args.backend, args.device, args.dtype, dataset, cfg, args.epochs, args.batch_size,
-                args.seed, options, args.max_steps, progress=not args.quiet and is_main_process())
+                args.seed, options, args.max_steps, progress=not args.quiet and is_main_process(),
+                checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every,
+                resume=args.resume)
     out.pop("params")
     if args.json and is_main_process():
         results.write_json_atomic(args.json, out)

@@ -1,6 +1,10 @@
 """The original training protocol through any backend's trainer: 5 epochs of shuffled batches of
 8 (last partial batch kept), AdamW lr 3e-4 / wd 1e-5, then after every epoch the validation MAE
 (batch 1024, mean over cycles, de-standardised with the train statistics), printed with 5 decimals.
+
+With a checkpoint directory the run saves its whole state every K steps (bench/checkpoint.py) and
+`resume=True` continues from the newest checkpoint so that the loss trajectory is the one an
+uninterrupted run would have produced.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import backends
 from backends import data as data_mod
 from backends import spec
 from backends.spec import TromptConfig
+from bench import checkpoint
 
 # How many steps go to the trainer per call: large enough for backends that fuse steps (lax.scan,
 # graph replay), small enough for a lively progress bar.
@@ -28,30 +33,77 @@ def predict_all(trainer: backends.Trainer, x: np.ndarray,
 
 def train(backend_name: str, device: str, dtype: str, dataset: data_mod.Dataset, cfg: TromptConfig,
           epochs: int = spec.EPOCHS, batch_size: int = spec.BATCH_SIZE, seed: int = spec.SEED,
-          options: dict | None = None, max_steps: int | None = None, progress: bool = True) -> dict:
+          options: dict | None = None, max_steps: int | None = None, progress: bool = True,
+          checkpoint_dir: str | None = None, checkpoint_every: int = 0, resume: bool = False) -> dict:
+    if checkpoint_every < 0:
+        raise ValueError(f"--checkpoint-every must be >= 0, got {checkpoint_every}")
+    if (checkpoint_every or resume) and not checkpoint_dir:
+        raise ValueError("--checkpoint-every and --resume need --checkpoint-dir")
+    options = dict(options or {})
     backend = backends.load(backend_name, device=device, dtype=dtype)
-    params = spec.init_params(cfg, seed, dtype)
-    trainer = backend.trainer(params, cfg, dataset.x_train, dataset.y_train, **(options or {}))
-    history = []
+    trainer = backend.trainer(spec.init_params(cfg, seed, dtype), cfg, dataset.x_train, dataset.y_train,
+                              **options)
+    if checkpoint_dir and not supports_checkpoints(trainer):
+        raise ValueError(f"the {backend_name} trainer cannot save or load checkpoints yet")
+    identity = {"backend": backend_name, "dtype": dtype, "config": cfg.to_dict(), "data": dataset.source,
+                "seed": seed, "batch_size": batch_size, "epochs": epochs, "lr": spec.LR,
+                "weight_decay": spec.WEIGHT_DECAY, "options": options, "max_steps": max_steps}
+
+    # Where to start: the beginning, or the newest checkpoint.
+    epoch0, batch0, done_losses, history = 0, 0, [], []
+    if resume:
+        state, done_losses, meta = checkpoint.load_latest(checkpoint_dir)
+        checkpoint.check_same_run(meta, identity)
+        trainer.load_state(state)
+        epoch0, batch0, history = meta["epoch"], meta["batch_in_epoch"], meta["history"]
+        print(f"resumed from step {meta['global_step']} (epoch {epoch0 + 1}, batch {batch0})",
+              file=sys.stderr)
+
+    def all_losses() -> list[float]:
+        return done_losses + trainer.losses()
+
     t_start = time.perf_counter()
-    for epoch in range(epochs):
-        batches = data_mod.epoch_batches(len(dataset.x_train), batch_size, epoch, seed)
-        if max_steps is not None:
-            batches = batches[:max_steps]
-        bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{epochs}", unit="step",
+    for epoch in range(epoch0, epochs):
+        batches = data_mod.epoch_batches(len(dataset.x_train), batch_size, epoch, seed)[:max_steps]
+        epoch_first_step = len(all_losses()) - (batch0 if epoch == epoch0 else 0)
+        pos = batch0 if epoch == epoch0 else 0
+        bar = tqdm(total=len(batches), initial=pos, desc=f"epoch {epoch + 1}/{epochs}", unit="step",
                    disable=not progress, file=sys.stderr, leave=False)
-        for i in range(0, len(batches), STEPS_PER_CALL):
-            chunk = batches[i:i + STEPS_PER_CALL]
+        while pos < len(batches):
+            n = STEPS_PER_CALL
+            if checkpoint_every:  # stop exactly on the checkpoint boundaries
+                n = min(n, checkpoint_every - len(all_losses()) % checkpoint_every)
+            chunk = batches[pos:pos + n]
             trainer.run(chunk)
+            pos += len(chunk)
             bar.update(len(chunk))
+            if checkpoint_every and len(all_losses()) % checkpoint_every == 0:
+                next_epoch, next_batch = (epoch, pos) if pos < len(batches) else (epoch + 1, 0)
+                if next_batch == 0:
+                    break  # the epoch-end checkpoint below also records this epoch's validation
+                _save(checkpoint_dir, trainer, all_losses(), identity, next_epoch, next_batch, history)
         trainer.sync()
         bar.close()
-        losses = trainer.losses()[-len(batches):]
+        epoch_losses = all_losses()[epoch_first_step:]
         mae = data_mod.validation_mae(predict_all(trainer, dataset.x_val), dataset)
-        history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_mae": mae,
+        history.append({"epoch": epoch + 1, "train_loss": float(np.mean(epoch_losses)), "val_mae": mae,
                         "elapsed_s": time.perf_counter() - t_start})
-        print(f"Epoch {epoch + 1}, val MAE: {mae:.5f} (train loss {np.mean(losses):.5f})", flush=True)
+        print(f"Epoch {epoch + 1}, val MAE: {mae:.5f} (train loss {np.mean(epoch_losses):.5f})", flush=True)
+        if checkpoint_dir and (checkpoint_every or epoch + 1 == epochs):
+            _save(checkpoint_dir, trainer, all_losses(), identity, epoch + 1, 0, history)
     baseline = float(np.abs(dataset.y_mean - dataset.y_val).mean())
-    return {"backend": backend_name, "device": device, "dtype": dtype, "data": dataset.source,
-            "config": cfg.to_dict(), "batch_size": batch_size, "epochs": epochs, "history": history,
+    return {**identity, "device": device, "history": history, "losses": all_losses(),
             "val_mae_of_predicting_the_train_mean": baseline, "params": trainer.params()}
+
+
+def supports_checkpoints(trainer: backends.Trainer) -> bool:
+    """The base Trainer's state() reads its own numpy fields; a subclass must provide its own."""
+    cls = type(trainer)
+    return cls is backends.Trainer or cls.state is not backends.Trainer.state
+
+
+def _save(directory: str, trainer: backends.Trainer, losses: list[float], identity: dict, epoch: int,
+          batch_in_epoch: int, history: list) -> None:
+    meta = {**identity, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "global_step": len(losses),
+            "history": history}
+    checkpoint.save(directory, trainer.state(), losses, meta)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from backends import spec
-from backends.base import Backend, Trainer
+from backends.base import Backend, Trainer, check_state
 from backends.spec import TromptConfig
 from reference.model import Trompt, mse_over_cycles
 
@@ -58,6 +58,35 @@ class ReferenceTrainer(Trainer):
 
     def params(self) -> dict[str, np.ndarray]:
         return model_params(self.model)
+
+    def state(self) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        step = 0
+        for name, p in self.model.named_parameters():
+            out[f"param/{name}"] = p.detach().cpu().numpy().copy()
+            st = self.optimizer.state.get(p, {})
+            for moment in ("exp_avg", "exp_avg_sq"):
+                out[f"{moment}/{name}"] = (st[moment].cpu().numpy().copy() if moment in st
+                                           else np.zeros_like(out[f"param/{name}"]))
+            step = int(st["step"]) if "step" in st else 0
+        out["step"] = np.array(step, dtype=np.int64)
+        return out
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        check_state(state, self.cfg)
+        with torch.no_grad():
+            for name, p in self.model.named_parameters():
+                p.copy_(torch.as_tensor(state[f"param/{name}"]))
+        step = int(state["step"])
+        if step == 0:
+            return
+        saved = self.optimizer.state_dict()
+        saved["state"] = {
+            i: {"step": torch.tensor(float(step)),
+                "exp_avg": torch.as_tensor(state[f"exp_avg/{name}"]).clone(),
+                "exp_avg_sq": torch.as_tensor(state[f"exp_avg_sq/{name}"]).clone()}
+            for i, (name, _) in enumerate(self.model.named_parameters())}
+        self.optimizer.load_state_dict(saved)
 
     def sync(self) -> None:
         if self.backend.device == "cuda":
