@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 import minitorch
 
 # Few examples per test keeps the whole folder within a couple of minutes on two cores.
-few = settings(deadline=None, max_examples=25, suppress_health_check=[HealthCheck.too_slow])
-some = settings(deadline=None, max_examples=50, suppress_health_check=[HealthCheck.too_slow])
+few = settings(deadline=None, max_examples=15, suppress_health_check=[HealthCheck.too_slow])
+some = settings(deadline=None, max_examples=40, suppress_health_check=[HealthCheck.too_slow])
 
 small_floats = st.floats(min_value=-100, max_value=100, allow_nan=False)
 # Values kept a quarter away from whole and half numbers: the comparison functions in the test
