@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import minitorch
@@ -65,7 +65,8 @@ def parallel_kernels(on: bool = True) -> Iterator[None]:
         fast_ops.PARALLEL_MIN_SIZE = old
 
 
-@few
+@pytest.mark.slow  # compiles the threaded kernels: about 30-90 s on a busy two-core machine
+@settings(deadline=None, max_examples=10)
 @given(st.data(), arrays())
 def test_parallel_kernels_match_numpy(data: st.DataObject, a: np.ndarray) -> None:
     with parallel_kernels():
