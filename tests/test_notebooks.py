@@ -1,0 +1,136 @@
+"""The Kaggle notebooks, executed for real on the CPU with SMOKE=True (papermill), and committed clean.
+
+The kernel is this interpreter (the project's .venv), through a kernelspec written into a
+temporary JUPYTER_PATH: nothing depends on which kernels the machine has installed.
+Every run trains the same tiny model from the same initial parameters on the same batches, so
+each mode's final training loss must equal the float64 reference's (computed here separately).
+"""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from bench.results import read_result
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+KERNEL = "trompt-bench-test"
+SMOKE_CONFIG = {"n_columns": 984, "n_prompts": 8, "d_model": 16, "n_cycles": 2}  # the notebooks' SMOKE size
+SMOKE_STEPS = 2  # 1 warm-up step + 1 timed step
+
+
+@pytest.mark.parametrize("name", ["kaggle_gpu", "kaggle_tpu"])
+def test_notebook_is_committed_clean_with_a_parameters_cell(name):
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.outputs == [] and c.execution_count is None for c in code), "strip the outputs"
+    tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1 and "SMOKE = False" in tagged[0].source
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+
+
+@pytest.fixture
+def kernel(tmp_path, monkeypatch):
+    """A kernelspec for this interpreter, found first because JUPYTER_PATH is searched first."""
+    spec_dir = tmp_path / "jupyter" / "kernels" / KERNEL
+    spec_dir.mkdir(parents=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (spec_dir / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": KERNEL, "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    return KERNEL
+
+
+def execute(name: str, kernel: str, out_dir: Path, **parameters) -> nbformat.NotebookNode:
+    papermill = pytest.importorskip("papermill")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    executed = out_dir / f"{name}.out.ipynb"
+    papermill.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(executed), kernel_name=kernel,
+                               parameters={"SMOKE": True, "OUT_DIR": str(out_dir), **parameters},
+                               cwd=str(NOTEBOOKS), progress_bar=False)
+    return nbformat.read(executed, as_version=4)
+
+
+def printed(nb: nbformat.NotebookNode) -> str:
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+
+
+def reference_final_loss() -> float:
+    """The loss of the last SMOKE training step of the protocol at the SMOKE size, float64 reference."""
+    import backends
+    from backends import data, spec
+
+    cfg = spec.TromptConfig(**SMOKE_CONFIG)
+    dataset = data.load_dataset("synthetic:tiny", seed=spec.SEED)
+    rows = data.epoch_batches(len(dataset.x_train), spec.BATCH_SIZE, 0, spec.SEED)[:SMOKE_STEPS]
+    batches = [(dataset.x_train[r], dataset.y_train[r]) for r in rows]
+    oracle = backends.load("reference", device="cpu", dtype="float64")
+    _, losses = oracle.train_steps(spec.init_params(cfg, spec.SEED, "float64"), batches, cfg)
+    return losses[-1]
+
+
+def check_runs(results: Path, expected: dict[str, str | None], oracle_loss: float) -> None:
+    """Each expected file is a valid cpu result of the SMOKE size, with the parallel mode asked for,
+    that trained the same model as the reference."""
+    for stem, mode in expected.items():
+        r = read_result(results / f"{stem}.json")
+        assert r["device"] in ("cpu", "xla") and r["config"] == SMOKE_CONFIG and r["data"] == "synthetic:tiny"
+        assert r["options"].get("parallel") == mode
+        assert r["warmup_steps"] + r["steps_per_repeat"] * r["repeats"] == SMOKE_STEPS
+        assert math.isclose(r["final_loss"], oracle_loss, rel_tol=1e-4), (stem, r["final_loss"], oracle_loss)
+
+
+def check_report(out_dir: Path, expected_files: list[str], machines: list[str]) -> None:
+    text = (out_dir / "REPORT.md").read_text()
+    section = text[text.index("<!-- results:begin -->"):text.index("<!-- results:end -->")]
+    for name in expected_files:
+        assert f"`{name}`" in section
+    for machine in machines:
+        assert f"\n### {machine}\n" in section
+    assert list((out_dir / "img").glob("results_*.png"))
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("notebooks")
+def test_gpu_notebook_runs_at_smoke_size(tmp_path, kernel):
+    nb = execute("kaggle_gpu", kernel, tmp_path)
+    results = tmp_path / "results"
+    expected = {"reference-cpu-float32": None, "torch-cpu-float32": None, "torch-cpu-ddp2": "ddp",
+                "torch-cpu-cells2": "cells"}
+    check_runs(results, expected, reference_final_loss())
+    ladder = json.loads((results / "ladder_torch_cpu.json").read_text())
+    assert [row["key"] for row in ladder["rows"]] == ["reference", "r5"] and ladder["smoke"]
+    assert "| torch | cpu | float32 | parallel=ddp |" in printed(nb)  # the compare table
+    check_report(tmp_path, [f"{stem}.json" for stem in expected] + ["ladder_torch_cpu.json"],
+                 [read_result(results / "torch-cpu-float32.json")["device_name"]])
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("notebooks")
+def test_tpu_notebook_runs_at_smoke_size_beside_gpu_results(tmp_path, kernel):
+    gpu = tmp_path / "gpu-output" / "results"  # what an attached output of the GPU notebook holds
+    gpu.mkdir(parents=True)
+    t4 = {"backend": "torch", "device": "cuda", "device_name": "Tesla T4", "dtype": "float32", "batch_size": 8,
+          "options": {"parallel": "ddp"}, "config": SMOKE_CONFIG, "data": "synthetic:tiny",
+          "samples_per_sec": 1000.0}
+    (gpu / "torch-cuda-ddp2.json").write_text(json.dumps(t4))
+    (gpu / "notes.json").write_text(json.dumps({"not": "a result"}))
+    out = tmp_path / "tpu"
+    nb = execute("kaggle_tpu", kernel, out, GPU_RESULTS=str(tmp_path / "gpu-output"))
+    results = out / "results"
+    expected = {"jax-cpu-float32": None, "jax-cpu-pmap": "pmap", "jax-cpu-sharding": "sharding"}
+    has_xla = (results / "torch-xla-float32.json").exists()
+    if has_xla:
+        expected["torch-xla-float32"] = None
+    else:
+        assert "skipped torch_xla: it is not installed" in printed(nb)
+    check_runs(results, expected, reference_final_loss())
+    assert sorted(p.name for p in results.glob("gpu-*")) == ["gpu-torch-cuda-ddp2.json"]
+    machine = read_result(results / "jax-cpu-float32.json")["device_name"]
+    check_report(out, [f"{stem}.json" for stem in expected] + ["gpu-torch-cuda-ddp2.json"],
+                 [machine, "Tesla T4"])
+    assert (out / "img" / "results_overview.png").exists()  # both machines side by side
