@@ -14,6 +14,7 @@ pytest.importorskip("matplotlib")
 from bench import ladder  # noqa: E402
 
 
+@pytest.mark.slow
 def test_smoke_ladder_writes_json_table_and_chart(tmp_path):
     parser = argparse.ArgumentParser()
     ladder.add_arguments(parser)
