@@ -81,17 +81,28 @@ def load_results(results_dir: Path) -> tuple[list[dict], list[dict], list[str]]:
             ladders.append({**raw, "_file": path.name})
             continue
         try:
-            record = results_mod.read_result(path)
-            sps = record["samples_per_sec"]
-            if number(sps, "g") == "-" or sps <= 0:
-                raise ValueError(f"result file {path} has samples_per_sec {sps!r}, not a positive number")
-            if not isinstance(record["config"], dict):
-                raise ValueError(f"result file {path} has a config that is not an object")
+            record = check_fields(results_mod.read_result(path), path)
         except ValueError as e:
             notes.append(f"note: skipped {path}: {str(e).splitlines()[0]}")
             continue
         timings.append({**record, "_file": path.name})
     return timings, ladders, notes
+
+
+def check_fields(record: dict, path: Path) -> dict:
+    """The fields the tables compute with must have the right types (read_result checks presence)."""
+    sps, batch = record["samples_per_sec"], record["batch_size"]
+    if not is_number(sps) or sps <= 0:
+        raise ValueError(f"result file {path} has samples_per_sec {sps!r}, not a positive number")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"result file {path} has batch_size {batch!r}, not a positive integer")
+    if not isinstance(record["config"], dict):
+        raise ValueError(f"result file {path} has a config that is not an object")
+    return record
+
+
+def is_number(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -100,7 +111,7 @@ def load_results(results_dir: Path) -> tuple[list[dict], list[dict], list[str]]:
 
 def setting_key(r: dict) -> tuple[str, int, str]:
     """What must be equal for two speeds to be compared: data, batch size and model config."""
-    return (str(r.get("data")), int(r["batch_size"]), json.dumps(r["config"], sort_keys=True))
+    return (str(r.get("data")), r["batch_size"], json.dumps(r["config"], sort_keys=True))
 
 
 def setting_text(key: tuple[str, int, str]) -> str:
@@ -154,9 +165,7 @@ def cell(text: object) -> str:
 
 
 def number(value: object, fmt: str) -> str:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return "-"
-    return format(value, fmt)
+    return format(value, fmt) if is_number(value) else "-"
 
 
 def equivalence_text(r: dict) -> str:

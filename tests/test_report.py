@@ -113,11 +113,12 @@ def test_unreadable_files_are_skipped_with_one_line_each(tmp_path, capsys):
     write(res, "verdict.json", {"verdict": "pass", "max_rel_dev": 1e-6})  # a `bench check` file
     write(res, "negative.json", result("torch", -1.0))
     write(res, "text-speed.json", {**result("torch", 1.0), "samples_per_sec": "fast"})
+    write(res, "text-batch.json", {**result("torch", 1.0), "batch_size": "8"})
     out = tmp_path / "REPORT.md"
     assert report(res, out) == 0
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 4
-    for name in ("broken.json", "verdict.json", "negative.json", "text-speed.json"):
+    assert len(err) == 5
+    for name in ("broken.json", "verdict.json", "negative.json", "text-speed.json", "text-batch.json"):
         assert sum(name in line for line in err) == 1
     assert [r[-1] for r in tables(out)["Machine A"]] == ["`good.json`"]
 
