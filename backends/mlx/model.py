@@ -97,13 +97,21 @@ def cell_features(p: dict[str, mx.array], x: mx.array, mask: mx.array) -> mx.arr
 
     # Feature embedding before its LayerNorm; E itself is never materialised.
     h = mx.maximum(x[None, :, :, None] * p["feature_emb_weight"][:, None] + p["feature_emb_bias"][:, None], 0)
-    mean = h.mean(axis=-1)  # (N, B, C)
-    centred = h - mean[..., None]
-    rstd = mx.rsqrt((centred * centred).mean(axis=-1) + LN_EPS)  # (N, B, C)
+    n_cells, d_model = gamma.shape
+    u = gamma * v  # (N, D)
+    # MLX runs each CPU reduction over the 6M-element h as its own single-threaded pass (~4 ms),
+    # and autodiff doubles them. So H.u and the mean come from one GEMM against two probe
+    # vectors, and the variance is mean(h^2) - mean^2 (one fewer stored (N, B, C, D) tensor,
+    # here and in the backward): 18% less CPU per step. One-pass variance loses a little in
+    # float32 (gradients 1.1e-6 vs 6.7e-7 relative to float64 at the check config); LayerNorm
+    # rows of relu(x W + b) are far from constant, so the cancellation stays mild.
+    probes = mx.stack([u, mx.full((n_cells, d_model), 1.0 / d_model, dtype=h.dtype)], axis=-1)  # (N, D, 2)
+    stats = h @ probes[:, None]  # (N, B, C, 2)
+    h_dot_u, mean = stats[..., 0], stats[..., 1]
+    mean_sq = (h * h) @ probes[:, None, :, 1:]  # (N, B, C, 1)
+    rstd = mx.rsqrt(mean_sq[..., 0] - mean * mean + LN_EPS)  # (N, B, C)
 
     # t_c = E_c . v = rstd_c * (H_c . (gamma*v) - mean_c * sum(gamma*v)) + beta . v
-    u = gamma * v  # (N, D)
-    h_dot_u = (h @ u[:, None, :, None])[..., 0]  # (N, B, C)
     t = rstd * (h_dot_u - mean * u.sum(axis=-1)[:, None, None]) + (beta @ v)[:, None, None]
 
     logits = (scale[:, None, :] * (t @ mask.transpose(0, 2, 1))  # (N, B, P)
