@@ -38,7 +38,8 @@ REEXEC_FLAG = "TROMPT_LADDER_REEXEC"
 SMOKE_CONFIG = spec.TromptConfig(n_columns=48, n_prompts=8, d_model=16, n_cycles=3)
 
 # (key, what changed, builds on, backend, trainer options, needs, equivalence class)
-# needs: None | "cuda" | "multi-gpu". Options not given take the trainer's value below.
+# needs: None, "cuda" or "multi" (>= 2 GPUs, or --cpu-ranks on a CPU).
+# Options not given take the values of BASE_OPTS.
 BASE_OPTS = {"variant": "r5", "optimizer": "default", "host_loop": True}
 STEPS = [
     ("reference", "the original model and loop (torch.optim.AdamW default)", None, "reference", {}, None,
@@ -61,8 +62,8 @@ STEPS = [
     ("cuda_graphs", "whole step (fwd, bwd, fused AdamW) captured in one CUDA graph", "compile", "torch",
      {"host_loop": False, "optimizer": "fused", "compile": True, "cuda_graphs": True}, "cuda",
      "reassociated"),
-    ("cells", "cell parallel over all GPUs (torchrun; 134 KB all-reduced per step)", "cuda_graphs", "torch",
-     {"host_loop": False, "optimizer": "fused", "compile": True, "parallel": "cells"}, "multi-gpu",
+    ("cells", "cell parallel over G devices (torchrun; 134 KB all-reduced per step)", "cuda_graphs",
+     "torch", {"host_loop": False, "optimizer": "fused", "compile": True, "parallel": "cells"}, "multi",
      "reassociated"),
 ]
 
@@ -77,6 +78,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--only", default=None, help="comma-separated row keys (the reference always runs)")
     p.add_argument("--profile", action="store_true", help="torch.profiler top ops for a few rows")
     p.add_argument("--no-malloc-env", action="store_true", help="do not re-exec with the glibc MALLOC_* env")
+    p.add_argument("--cpu-ranks", type=int, default=0,
+                   help="on cpu, run the cells row as this many gloo processes (threads split between them)")
     p.add_argument("--smoke", action="store_true", help="a tiny model and data set: checks the plumbing only")
     p.add_argument("--out", default="results")
 
@@ -105,14 +108,14 @@ def run(args: argparse.Namespace) -> int:
             continue
         options = resolve_options(backend, opts, args.device, threads)
         row = {"key": key, "what": what, "base": base, "backend": backend, "options": options}
-        reason = missing_hardware(needs, args.device)
+        reason = missing_hardware(needs, args.device, args.cpu_ranks)
         if reason:
             rows[key] = {**row, "skipped": reason}
             print(f"{key:12s} skipped: {reason}", file=sys.stderr, flush=True)
             continue
         print(f"{key:12s} {what} ...", file=sys.stderr, flush=True)
         if key == "cells":
-            rows[key] = {**row, **time_multi_gpu(args, options)}
+            rows[key] = {**row, **time_multi_process(args, options, threads)}
             continue
         reset_peak_rss()
         profile = args.profile and key in ("reference", "r3", "r5", "fused", "compile", "cuda_graphs")
@@ -170,12 +173,14 @@ def amp_dtype(device: str) -> str:
     return "bf16"
 
 
-def missing_hardware(needs: str | None, device: str) -> str | None:
+def missing_hardware(needs: str | None, device: str, cpu_ranks: int) -> str | None:
     import torch
 
     if needs == "cuda" and device != "cuda":
         return "needs CUDA"
-    if needs == "multi-gpu" and (device != "cuda" or torch.cuda.device_count() < 2):
+    if needs == "multi" and device == "cpu" and cpu_ranks < 2:
+        return "needs >= 2 CUDA GPUs (or --cpu-ranks 2 for gloo processes on this CPU)"
+    if needs == "multi" and device == "cuda" and torch.cuda.device_count() < 2:
         return "needs >= 2 CUDA GPUs (torchrun --nproc_per_node=G -m bench --parallel cells)"
     return None
 
@@ -229,24 +234,30 @@ def time_row(backend_name: str, args: argparse.Namespace, cfg: spec.TromptConfig
     return result
 
 
-def time_multi_gpu(args: argparse.Namespace, options: dict) -> dict:
-    """torchrun over every GPU, bench's own `time` command, read back its JSON."""
+def time_multi_process(args: argparse.Namespace, options: dict, threads: int) -> dict:
+    """torchrun over every GPU (or --cpu-ranks gloo processes), timed by bench's own `time`
+    command; its JSON is read back. On a CPU the ranks split this run's threads between them."""
     import torch
 
-    gpus = torch.cuda.device_count()
+    ranks = torch.cuda.device_count() if args.device == "cuda" else args.cpu_ranks
+    per_rank = {"threads": max(1, threads // ranks)} if args.device == "cpu" else {}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "cells.json"
-        opts = [f"--opt={k}={v}" for k, v in options.items() if k not in ("parallel", "threads")]
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
-               "-m", "bench", "time", "--backend", "torch", "--device", "cuda", "--parallel", "cells",
+        opts = [f"--opt={k}={v}" for k, v in {**options, **per_rank}.items()
+                if k != "parallel" and (k != "threads" or per_rank)]
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
+               "-m", "bench", "time", "--backend", "torch", "--device", args.device, "--parallel", "cells",
                "--data", args.data, "--seconds", str(args.seconds), "--quiet", "--json", str(path), *opts]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        env = {**os.environ, "OMP_NUM_THREADS": str(per_rank.get("threads", 1))}
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
         if done.returncode != 0 or not path.exists():
-            return {"skipped": f"torchrun failed: {done.stderr.strip().splitlines()[-1:]}"}
+            return {"skipped": f"torchrun failed: {' '.join(done.stderr.strip().splitlines()[-1:])}"}
         result = json.loads(path.read_text())
-    return {k: result.get(k) for k in ("samples_per_sec", "samples_per_sec_all", "step_time_ms",
-                                       "compile_time_s", "peak_memory_mb", "peak_memory_kind")} | {
-        "equivalence": "reassociated fp32 (exact in real arithmetic)", "gpus": gpus}
+    keep = ("samples_per_sec", "samples_per_sec_all", "step_time_ms", "compile_time_s", "peak_memory_mb",
+            "peak_memory_kind")
+    return {k: result.get(k) for k in keep} | {
+        "equivalence": "reassociated fp32 (exact in real arithmetic)", "ranks": ranks,
+        "options": {**options, **per_rank}}
 
 
 # ---------------------------------------------------------------------------------------------
