@@ -168,6 +168,11 @@ def number(value: object, fmt: str) -> str:
     return format(value, fmt) if is_number(value) else "-"
 
 
+def speed_text(sps: float) -> str:
+    """Three significant digits below 10 samples/s (the reference runs at ~0.1), one decimal above."""
+    return format(sps, ",.1f") if sps >= 10 else format(sps, ".3g")
+
+
 def equivalence_text(r: dict) -> str:
     eq = r.get("equivalence")
     if not isinstance(eq, dict) or "verdict" not in eq:
@@ -184,7 +189,7 @@ def markdown_table(rows: list[dict]) -> str:
     for r in rows:
         ratio = speedup_vs_reference(r, rows)
         lines.append(
-            f"| {cell(label(r))} | {number(r['samples_per_sec'], ',.1f')} | {number(ratio, ',.2f')} | "
+            f"| {cell(label(r))} | {speed_text(r['samples_per_sec'])} | {number(ratio, ',.2f')} | "
             f"{number(r.get('step_time_ms'), ',.2f')} | {number(r.get('compile_time_s'), ',.2f')} | "
             f"{number(r.get('peak_memory_mb'), ',.0f')} | {cell(equivalence_text(r))} | "
             f"`{cell(r['_file'])}` |")
@@ -204,7 +209,8 @@ def render_section(groups: dict[str, dict[tuple, list[dict]]], ladders: list[dic
         "backend measured on the same machine, setting and dtype; compile s is the first step "
         "(tracing and compilation); equivalence is the verdict of `bench check` against the "
         "float64 reference and the largest relative deviation. Compare rows within one table only: "
-        "other machines, settings or runs are different measurements.",
+        "other machines, settings or runs are different measurements. "
+        f"`{results_dir.as_posix()}/README.md` says how, and under what load, each file was made.",
     ]
     if OVERVIEW in charts:
         lines += ["", f"![samples/s on every machine, log scale]({charts[OVERVIEW]})"]
@@ -293,7 +299,7 @@ def draw_bars(ax: object, rows: list[tuple[str, float, bool]], title: str,
     ax.set_yticks(range(len(values)), names, fontsize=7)
     ax.set_xscale("log")
     for i, value in enumerate(values):
-        ax.text(value, i, f" {value:,.1f}", va="center", fontsize=7)
+        ax.text(value, i, " " + speed_text(value), va="center", fontsize=7)
     ax.set_xlim(*(limits or (min(values) / 2, max(values) * 8)))
     ax.set_xlabel("training samples/s (log scale; gray = reference)", fontsize=8)
     ax.set_title(title, fontsize=9)
