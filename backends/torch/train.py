@@ -164,8 +164,10 @@ class TorchTrainer(Trainer):
 
     def step(self, idx: np.ndarray) -> None:
         idx = np.asarray(idx)
-        if len(idx) == 0:
-            raise ValueError("a training step needs at least one row index")
+        if idx.ndim != 1 or len(idx) == 0 or not np.issubdtype(idx.dtype, np.integer):
+            raise ValueError(f"a training step needs a non-empty 1-D array of row indices, got {idx!r:.60}")
+        if idx.min() < 0 or idx.max() >= len(self.x_host):
+            raise ValueError(f"row index out of range [0, {len(self.x_host)}) in this batch")
         if self.options["cuda_graphs"]:
             self._graph_step(idx)
         else:

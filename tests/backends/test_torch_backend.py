@@ -173,10 +173,17 @@ def test_amp_needs_float32():
         make_backend(dtype="float64").trainer(params, CFG, x, y, amp="bf16")
 
 
-def test_empty_step_is_refused():
+@pytest.mark.parametrize("idx, message", [
+    (np.array([], dtype=np.int64), "non-empty 1-D"),
+    (np.array([[0, 1]]), "non-empty 1-D"),
+    (np.array([0.0, 1.0]), "non-empty 1-D"),
+    (np.array([0, 8]), "out of range"),
+    (np.array([-1]), "out of range"),
+])
+def test_bad_step_indices_are_refused(idx, message):
     params, x, y = problem(rows=8)
-    with pytest.raises(ValueError, match="at least one row"):
-        make_backend().trainer(params, CFG, x, y).step(np.array([], dtype=np.int64))
+    with pytest.raises(ValueError, match=message):
+        make_backend().trainer(params, CFG, x, y).step(idx)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is present")
