@@ -95,6 +95,9 @@ class TinygradTrainer(Trainer):
         self._host_losses: list[float] = []
         self.batch_size: int | None = None  # fixed by the first step; the jit's input shape
         self._jit_step = TinyJit(self._train_step)
+        # Prediction replays one jitted forward on fixed-size chunks; it reads the parameter
+        # buffers that training updates in place, so it always sees the current weights.
+        self._jit_forward = TinyJit(lambda x: forward(self.params_t, x).realize())
 
     def _train_step(self, x: Tensor, y: Tensor, row_weight: Tensor, scalars: Tensor) -> None:
         """scalars = [lr / (1 - beta1^t), 1 / sqrt(1 - beta2^t), slot of this step in loss_log]."""
@@ -152,7 +155,8 @@ class TinygradTrainer(Trainer):
             chunk = x[i:i + self.predict_chunk]
             padded = np.zeros((self.predict_chunk, self.cfg.n_columns))  # one shape: one compilation
             padded[:len(chunk)] = chunk
-            parts.append(forward(self.params_t, self._tensor(padded)).numpy()[:len(chunk)])
+            # .numpy() copies out at once: the jit reuses its output buffer on the next call
+            parts.append(self._jit_forward(self._tensor(padded)).numpy()[:len(chunk)])
         return np.concatenate(parts)
 
     def params(self) -> dict[str, np.ndarray]:

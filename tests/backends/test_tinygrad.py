@@ -94,6 +94,8 @@ def test_trainer_float64_matches_the_reference_step_by_step_with_a_short_batch()
     preds = trainer.predict(x[:5])
     assert preds.shape == (5, CFG.n_cycles)
     assert rel_err(preds, reference.forward(expected, x[:5], CFG)) < 1e-10
+    many = trainer.predict(x[np.arange(150) % len(x)])  # 3 chunks: the jit runs, records, replays
+    assert np.array_equal(many[:5], preds) and np.array_equal(many[19:24], preds)
 
     # Checkpoint: a fresh trainer loaded with this state continues exactly like this one.
     saved = trainer.state()
