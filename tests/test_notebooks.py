@@ -119,6 +119,10 @@ def test_tpu_notebook_runs_at_smoke_size_beside_gpu_results(tmp_path, kernel):
           "samples_per_sec": 1000.0}
     (gpu / "torch-cuda-ddp2.json").write_text(json.dumps(t4))
     (gpu / "notes.json").write_text(json.dumps({"not": "a result"}))
+    repo_copy = tmp_path / "gpu-output" / "trompt-bench"  # an attached copy of the repository: ignored
+    (repo_copy / "results").mkdir(parents=True)
+    (repo_copy / "pyproject.toml").write_text('[project]\nname = "trompt-bench"\n')
+    (repo_copy / "results" / "torch-cpu-float32.json").write_text(json.dumps({**t4, "device_name": "a CPU"}))
     out = tmp_path / "tpu"
     nb = execute("kaggle_tpu", kernel, out, GPU_RESULTS=str(tmp_path / "gpu-output"))
     results = out / "results"
