@@ -13,9 +13,11 @@ STAMP    := $(VENV)/.stamp-$(shell cat $(LOCK) pyproject.toml 2>/dev/null | sha1
 HAS_GPU  := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 BENCH_ARGS ?=
 
-# Benchmark hygiene (trompt_spec.md §14): keep glibc from returning per-step buffers to the kernel.
+# Benchmark hygiene (trompt_spec.md §14): keep glibc from returning the fast backends' per-step
+# buffers (<= 24 MB) to the kernel and mapping them again every step. 32 MiB as the mmap threshold
+# still lets the reference's ~0.5 GB (B, P, C, D) buffers go back to the system when freed.
 # OPENBLAS_CORETYPE/L2_SIZE may be set on these machines for old OpenBLAS builds; they slow numpy.
-BENCH_ENV := env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE MALLOC_MMAP_THRESHOLD_=1073741824 \
+BENCH_ENV := env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE MALLOC_MMAP_THRESHOLD_=33554432 \
              MALLOC_TRIM_THRESHOLD_=4294967296 MALLOC_TOP_PAD_=268435456
 
 .PHONY: bench test lint venv toolchain clean-venv help

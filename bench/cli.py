@@ -174,7 +174,7 @@ def cmd_time(args: argparse.Namespace) -> int:
     cfg = config_for(args, dataset.n_columns)
     result = time_training(args.backend, args.device, args.dtype, dataset, cfg, args.batch_size,
                            args.warmup, args.repeats, args.steps, args.seconds, args.seed, options,
-                           progress=not args.quiet)
+                           progress=not args.quiet and is_main_process())
     if args.check:
         verdict = check_backend(args.backend, args.device, args.dtype)
         result["equivalence"] = {k: verdict[k] for k in ("verdict", "max_rel_dev", "tolerance", "config")}
