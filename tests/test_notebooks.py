@@ -6,6 +6,7 @@ Every run trains the same tiny model from the same initial parameters on the sam
 each mode's final training loss must equal the float64 reference's (computed here separately).
 """
 
+import functools
 import json
 import math
 import sys
@@ -59,6 +60,7 @@ def printed(nb: nbformat.NotebookNode) -> str:
     return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
 
 
+@functools.cache  # both notebook tests run in one worker (same xdist group): compute it once
 def reference_final_loss() -> float:
     """The loss of the last SMOKE training step of the protocol at the SMOKE size, float64 reference."""
     import backends
