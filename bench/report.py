@@ -209,9 +209,11 @@ def render_section(groups: dict[str, dict[tuple, list[dict]]], ladders: list[dic
         "backend measured on the same machine, setting and dtype; compile s is the first step "
         "(tracing and compilation); equivalence is the verdict of `bench check` against the "
         "float64 reference and the largest relative deviation. Compare rows within one table only: "
-        "other machines, settings or runs are different measurements. "
-        f"`{results_dir.as_posix()}/README.md` says how, and under what load, each file was made.",
+        "other machines, settings or runs are different measurements. Peak MB is device memory where "
+        "the framework reports it, else the whole process's peak host RSS.",
     ]
+    if (results_dir / "README.md").exists():
+        lines[-1] += f" `{results_dir.as_posix()}/README.md` says how, and under what load, each was made."
     if OVERVIEW in charts:
         lines += ["", f"![samples/s on every machine, log scale]({charts[OVERVIEW]})"]
     for device, settings in groups.items():
