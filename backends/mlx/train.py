@@ -14,7 +14,7 @@ import mlx.optimizers as optim
 import numpy as np
 
 from backends import spec
-from backends.base import Trainer
+from backends.base import Trainer, check_state
 from backends.mlx.model import (
     MLX_DTYPES,
     forward,
@@ -147,11 +147,9 @@ class MLXTrainer(Trainer):
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         def part(prefix: str) -> dict[str, mx.array]:
             named = {k.split("/", 1)[1]: v for k, v in state.items() if k.startswith(prefix + "/")}
-            spec.check_params(named, self.cfg)
             return to_mlx(stack_cells(named, self.cfg), self.backend.dtype)
 
-        if "step" not in state or np.ndim(state["step"]) != 0:
-            raise ValueError("trainer state lacks the scalar 'step'")
+        check_state(state, self.cfg)  # every key, every shape: one-line ValueErrors
         params, m, v = part("param"), part("exp_avg"), part("exp_avg_sq")
         self.device_state["params"] = params
         for leaf in params:

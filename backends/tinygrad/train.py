@@ -13,7 +13,7 @@ import numpy as np
 from tinygrad import Tensor, TinyJit
 
 from backends import spec
-from backends.base import Trainer
+from backends.base import Trainer, check_state
 from backends.tinygrad.model import TINYGRAD_DTYPES, forward, stack_cells, to_numpy, to_tensors, unstack_cells
 from backends.tinygrad.parallel import check_parallel
 
@@ -176,11 +176,9 @@ class TinygradTrainer(Trainer):
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         def part(prefix: str) -> dict[str, np.ndarray]:
             named = {k.split("/", 1)[1]: v for k, v in state.items() if k.startswith(prefix + "/")}
-            spec.check_params(named, self.cfg)
             return stack_cells(named, self.cfg)
 
-        if "step" not in state or np.ndim(state["step"]) != 0:
-            raise ValueError("trainer state lacks the scalar 'step'")
+        check_state(state, self.cfg)  # every key, every shape: one-line ValueErrors
         loaded = [(self.params_t, part("param")), (self.optimizer.m, part("exp_avg")),
                   (self.optimizer.v, part("exp_avg_sq"))]
         # assign into the existing buffers: the jit replays kernels bound to exactly these
