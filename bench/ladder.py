@@ -115,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
             continue
         print(f"{key:12s} {what} ...", file=sys.stderr, flush=True)
         if key == "cells":
-            rows[key] = {**row, **time_multi_process(args, options, threads)}
+            fastest = max((r.get("samples_per_sec") or 0 for r in rows.values()), default=0)
+            rows[key] = {**row, **time_multi_process(args, options, threads, fastest)}
             continue
         reset_peak_rss()
         profile = args.profile and key in ("reference", "r3", "r5", "fused", "compile", "cuda_graphs")
@@ -234,20 +235,23 @@ def time_row(backend_name: str, args: argparse.Namespace, cfg: spec.TromptConfig
     return result
 
 
-def time_multi_process(args: argparse.Namespace, options: dict, threads: int) -> dict:
+def time_multi_process(args: argparse.Namespace, options: dict, threads: int, fastest_sps: float) -> dict:
     """torchrun over every GPU (or --cpu-ranks gloo processes), timed by bench's own `time`
-    command; its JSON is read back. On a CPU the ranks split this run's threads between them."""
+    command; its JSON is read back. On a CPU the ranks split this run's threads between them.
+    The step count is fixed here (from the fastest single-process row): every rank must run the
+    same number of steps, and ranks that derive it from their own warm-up times disagree."""
     import torch
 
     ranks = torch.cuda.device_count() if args.device == "cuda" else args.cpu_ranks
     per_rank = {"threads": max(1, threads // ranks)} if args.device == "cpu" else {}
+    steps = max(5, int(args.seconds / 3 * max(fastest_sps, 1.0) / spec.BATCH_SIZE))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "cells.json"
         opts = [f"--opt={k}={v}" for k, v in {**options, **per_rank}.items()
                 if k != "parallel" and (k != "threads" or per_rank)]
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
                "-m", "bench", "time", "--backend", "torch", "--device", args.device, "--parallel", "cells",
-               "--data", args.data, "--seconds", str(args.seconds), "--quiet", "--json", str(path), *opts]
+               "--data", args.data, "--steps", str(steps), "--quiet", "--json", str(path), *opts]
         env = {**os.environ, "OMP_NUM_THREADS": str(per_rank.get("threads", 1))}
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
         if done.returncode != 0 or not path.exists():
