@@ -5,6 +5,8 @@ the speed-up of each against the reference measured in this same run."""
 from __future__ import annotations
 
 import argparse
+import datetime
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +30,8 @@ def run_all(args: argparse.Namespace) -> int:
         print(f"not installed or not implemented here, skipped: {', '.join(missing)}", file=sys.stderr)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    run_id = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    env = {**os.environ, "TROMPT_RUN_ID": run_id}
     done, failed = [], []
     for name in names:
         for suffix, options in [("", [])] + EXTRA_RUNS.get(name, []):
@@ -40,7 +44,7 @@ def run_all(args: argparse.Namespace) -> int:
             if is_ref:  # ~17 s and ~4.6 GB per step of 8: one warm-up step, one step per repeat
                 cmd += ["--warmup", "1", "--steps", "1"]
             print(f"== {label}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
-            if subprocess.run(cmd).returncode == 0:
+            if subprocess.run(cmd, env=env).returncode == 0:
                 done.append(results.read_result(path))
             else:
                 failed.append(label)

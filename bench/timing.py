@@ -7,8 +7,10 @@ so a 17 s/step reference and a 3 ms/step compiled backend both finish in about t
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import math
+import os
 import platform
 import statistics
 import sys
@@ -36,6 +38,8 @@ def time_training(backend_name: str, device: str, dtype: str, dataset: data_mod.
                   options: dict | None = None, progress: bool = True) -> dict:
     """Returns the result record (see README: Reading results)."""
     options = dict(options or {})
+    load_before = os.getloadavg()
+    started_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     backend = backends.load(backend_name, device=device, dtype=dtype)
     params = spec.init_params(cfg, seed, dtype)
 
@@ -97,4 +101,8 @@ def time_training(backend_name: str, device: str, dtype: str, dataset: data_mod.
         "peak_memory_kind": "device" if device_mem is not None else "host RSS (whole process)",
         "final_loss": float(losses[-1]),
         "equivalence": None,
+        # A shared machine's load explains outliers; the run id ties the files of one `bench all`.
+        "load_average_1min": {"before": load_before[0], "after": os.getloadavg()[0]},
+        "run_id": os.environ.get("TROMPT_RUN_ID"),
+        "started_at": started_at,
     }
