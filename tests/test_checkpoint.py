@@ -18,7 +18,7 @@ from bench.train import supports_checkpoints
 RUN = ["train", "--n-prompts", "8", "--d-model", "16", "--n-cycles", "2", "--data", "synthetic:tiny",
        "--epochs", "2", "--max-steps", "30", "--quiet"]
 # Backends whose trainers implement state()/load_state(); the kill test runs for each.
-RESUMABLE = ["reference"]
+RESUMABLE = ["reference", "torch"]
 
 
 def bench_cmd(*args):

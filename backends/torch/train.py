@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from backends import spec
-from backends.base import Backend, Trainer
+from backends.base import Backend, Trainer, check_state
 from backends.spec import TromptConfig
 from backends.torch import model, parallel
 
@@ -283,6 +283,48 @@ class TorchTrainer(Trainer):
 
     def load_optimizer_state(self, state: dict) -> None:
         self.optimizer.load_state_dict(state)
+
+    # -- checkpoints: canonical names, numpy (see Trainer.state) -------------------------------
+    def _gathered(self, local: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.group.mode != "cells":
+            return local
+        merged: dict[str, np.ndarray] = {}
+        for part in self.group.gather(local):
+            merged.update(part)
+        return merged
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Parameters and AdamW moments unstacked to canonical names (collective under cells)."""
+        opt_state = [self.optimizer.state.get(t, {}) for t in self.p.values()]
+        tensors = {"param": self.p}
+        for moment in ("exp_avg", "exp_avg_sq"):
+            tensors[moment] = {k: st.get(moment, torch.zeros_like(t))
+                               for (k, t), st in zip(self.p.items(), opt_state)}
+        out: dict[str, np.ndarray] = {}
+        for prefix, stacked in tensors.items():
+            canonical = self._gathered(model.unstack(stacked, self.cfg, self.cells))
+            out.update({f"{prefix}/{k}": v for k, v in canonical.items()})
+        out["step"] = np.array(int(opt_state[0].get("step", 0)), dtype=np.int64)
+        return out
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        check_state(state, self.cfg)
+
+        def stacked(prefix: str) -> model.Params:
+            canonical = {k: state[f"{prefix}/{k}"] for k in spec.param_names(self.cfg)}
+            return model.stack_params(canonical, self.cfg, self.cells, self.dtype, self.device)
+
+        with torch.no_grad():
+            for name, value in stacked("param").items():
+                self.p[name].copy_(value)
+        if int(state["step"]) == 0:
+            return
+        exp_avg, exp_avg_sq = stacked("exp_avg"), stacked("exp_avg_sq")
+        saved = self.optimizer.state_dict()
+        # load_state_dict moves `step` where this AdamW flavour keeps it (the device when fused).
+        saved["state"] = {i: {"step": torch.tensor(float(state["step"])), "exp_avg": exp_avg[name],
+                              "exp_avg_sq": exp_avg_sq[name]} for i, name in enumerate(self.p)}
+        self.optimizer.load_state_dict(saved)
 
 
 class TorchBackend(Backend):
