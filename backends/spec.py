@@ -118,6 +118,29 @@ def param_names(cfg: TromptConfig) -> list[str]:
     return list(param_shapes(cfg))
 
 
+# Parameter layout shared by the backends that batch the cells: canonical per-cell names <-> one
+# stacked (N, ...) array per per-cell leaf name.
+
+
+def stack_cells(params: dict[str, np.ndarray], cfg: TromptConfig) -> dict[str, np.ndarray]:
+    """{"tcells.3.emb_column": (C, D), ...} -> {"emb_column": (N, C, D), ...}; shared ones unchanged."""
+    stacked = {leaf: np.stack([params[f"tcells.{n}.{leaf}"] for n in range(cfg.n_cycles)])
+               for leaf in CELL_PARAMS}
+    stacked["prompt"] = params["prompt"]
+    stacked.update({name: params[name] for name in HEAD_PARAMS})
+    return stacked
+
+
+def unstack_cells(stacked: dict[str, np.ndarray], cfg: TromptConfig) -> dict[str, np.ndarray]:
+    """Inverse of `stack_cells`, in the canonical (original's) order."""
+    params = {"prompt": stacked["prompt"]}
+    for n in range(cfg.n_cycles):
+        for leaf in CELL_PARAMS:
+            params[f"tcells.{n}.{leaf}"] = stacked[leaf][n]
+    params.update({name: stacked[name] for name in HEAD_PARAMS})
+    return params
+
+
 def dead_params(cfg: TromptConfig) -> list[str]:
     """Parameters with an identically zero gradient (trompt_spec.md F7): each only adds a constant
     along the softmax axis it feeds. Their float gradients are rounding noise, so checks skip them."""

@@ -55,12 +55,11 @@ from backends.mlx.model import (
     MLX_DTYPES,
     forward,
     mse_over_cycles,
-    stack_cells,
     to_mlx,
     to_numpy,
-    unstack_cells,
 )
 from backends.mlx.train import MLXTrainer, TorchAdamW
+from backends.spec import stack_cells, unstack_cells
 
 __all__ = ["MLXBackend", "TorchAdamW", "make_backend"]
 

@@ -17,30 +17,9 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 
-from backends.spec import CELL_PARAMS, HEAD_PARAMS, LN_EPS, TromptConfig
+from backends.spec import LN_EPS
 
 MLX_DTYPES = {"float32": mx.float32, "float64": mx.float64}
-
-
-# -- parameter layout: canonical per-cell names <-> one stacked array per leaf ----------------
-
-def stack_cells(params: dict[str, np.ndarray], cfg: TromptConfig) -> dict[str, np.ndarray]:
-    """{"tcells.3.emb_column": (C, D), ...} -> {"emb_column": (N, C, D), ...}; shared ones unchanged."""
-    stacked = {leaf: np.stack([params[f"tcells.{n}.{leaf}"] for n in range(cfg.n_cycles)])
-               for leaf in CELL_PARAMS}
-    stacked["prompt"] = params["prompt"]
-    stacked.update({name: params[name] for name in HEAD_PARAMS})
-    return stacked
-
-
-def unstack_cells(stacked: dict[str, np.ndarray], cfg: TromptConfig) -> dict[str, np.ndarray]:
-    """Inverse of `stack_cells`, in the canonical (original's) order."""
-    params = {"prompt": stacked["prompt"]}
-    for n in range(cfg.n_cycles):
-        for leaf in CELL_PARAMS:
-            params[f"tcells.{n}.{leaf}"] = stacked[leaf][n]
-    params.update({name: stacked[name] for name in HEAD_PARAMS})
-    return params
 
 
 def to_mlx(stacked: dict[str, np.ndarray], dtype: str) -> dict[str, mx.array]:

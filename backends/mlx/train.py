@@ -19,12 +19,11 @@ from backends.mlx.model import (
     MLX_DTYPES,
     forward,
     mse_over_cycles,
-    stack_cells,
     to_mlx,
     to_numpy,
-    unstack_cells,
 )
 from backends.mlx.parallel import check_parallel
+from backends.spec import stack_cells, unstack_cells
 
 
 class TorchAdamW(optim.AdamW):

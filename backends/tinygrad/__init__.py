@@ -17,13 +17,12 @@ from tinygrad import Device, Tensor
 
 from backends import spec
 from backends.base import Backend
+from backends.spec import stack_cells, unstack_cells
 from backends.tinygrad.model import (
     TINYGRAD_DTYPES,
     forward,
     mse_over_cycles,
-    stack_cells,
     to_tensors,
-    unstack_cells,
 )
 from backends.tinygrad.train import TinygradTrainer, TorchAdamW
 

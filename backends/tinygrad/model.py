@@ -20,30 +20,9 @@ from __future__ import annotations
 import numpy as np
 from tinygrad import Tensor, dtypes
 
-from backends.spec import CELL_PARAMS, HEAD_PARAMS, LN_EPS, TromptConfig
+from backends.spec import LN_EPS
 
 TINYGRAD_DTYPES = {"float32": dtypes.float32, "float64": dtypes.float64}
-
-
-# -- parameter layout: canonical per-cell names <-> one stacked tensor per leaf ---------------
-
-def stack_cells(params: dict[str, np.ndarray], cfg: TromptConfig) -> dict[str, np.ndarray]:
-    """{"tcells.3.emb_column": (C, D), ...} -> {"emb_column": (N, C, D), ...}; shared ones unchanged."""
-    stacked = {leaf: np.stack([params[f"tcells.{n}.{leaf}"] for n in range(cfg.n_cycles)])
-               for leaf in CELL_PARAMS}
-    stacked["prompt"] = params["prompt"]
-    stacked.update({name: params[name] for name in HEAD_PARAMS})
-    return stacked
-
-
-def unstack_cells(stacked: dict[str, np.ndarray], cfg: TromptConfig) -> dict[str, np.ndarray]:
-    """Inverse of `stack_cells`, in the canonical (original's) order."""
-    params = {"prompt": stacked["prompt"]}
-    for n in range(cfg.n_cycles):
-        for leaf in CELL_PARAMS:
-            params[f"tcells.{n}.{leaf}"] = stacked[leaf][n]
-    params.update({name: stacked[name] for name in HEAD_PARAMS})
-    return params
 
 
 def to_tensors(stacked: dict[str, np.ndarray], dtype: str, device: str) -> dict[str, Tensor]:

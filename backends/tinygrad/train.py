@@ -14,7 +14,8 @@ from tinygrad import Tensor, TinyJit
 
 from backends import spec
 from backends.base import Trainer, check_state
-from backends.tinygrad.model import TINYGRAD_DTYPES, forward, stack_cells, to_numpy, to_tensors, unstack_cells
+from backends.spec import stack_cells, unstack_cells
+from backends.tinygrad.model import TINYGRAD_DTYPES, forward, to_numpy, to_tensors
 from backends.tinygrad.parallel import check_parallel
 
 
