@@ -72,6 +72,11 @@ class Trainer:
         """Peak device memory if the framework reports it (host memory is measured by bench)."""
         return None
 
+    def agree_max(self, value: float) -> float:
+        """The largest `value` over the processes of a multi-process run (itself when alone):
+        every rank must run the same number of steps, or a collective waits for a finished peer."""
+        return value
+
     # -- checkpointing: everything needed to continue bit-for-bit, as numpy arrays -------------
     # Keys: "param/<name>", "exp_avg/<name>", "exp_avg_sq/<name>" (canonical names) and "step".
     def state(self) -> dict[str, np.ndarray]:

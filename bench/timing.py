@@ -56,7 +56,7 @@ def time_training(backend_name: str, device: str, dtype: str, dataset: data_mod.
         trainer.sync()
         warm_times.append(time.perf_counter() - t0)
     compile_time_s = warm_times[0]
-    est_step = min(warm_times)
+    est_step = trainer.agree_max(min(warm_times))  # ranks of a multi-process run must agree
     if steps is None:
         steps = max(1, math.floor(seconds / max(repeats, 1) / max(est_step, 1e-6)))
 

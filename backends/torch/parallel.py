@@ -59,6 +59,13 @@ class Group:
             t.copy_(flat[offset:offset + t.numel()].view_as(t))
             offset += t.numel()
 
+    def all_reduce_max(self, value: float) -> float:
+        """The maximum of a host number over ranks (used so every rank times the same steps)."""
+        device = "cuda" if dist.get_backend() == "nccl" else "cpu"  # nccl reduces GPU tensors only
+        t = torch.tensor([value], dtype=torch.float64, device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return float(t.item())
+
     def gather(self, obj: object) -> list:
         """Every rank's `obj`, in rank order (collective: all ranks must call it)."""
         if self.world == 1:

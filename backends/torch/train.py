@@ -284,6 +284,11 @@ class TorchTrainer(Trainer):
     def load_optimizer_state(self, state: dict) -> None:
         self.optimizer.load_state_dict(state)
 
+    def agree_max(self, value: float) -> float:
+        if self.group.world == 1:
+            return value
+        return self.group.all_reduce_max(value)
+
     # -- checkpoints: canonical names, numpy (see Trainer.state) -------------------------------
     def _gathered(self, local: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.group.mode != "cells":
