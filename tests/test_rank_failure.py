@@ -57,3 +57,21 @@ def test_killing_one_rank_makes_the_other_exit_with_a_clear_error(mode):
     assert waited < COLLECTIVE_TIMEOUT_S + 60
     error_lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and "Traceback" not in err, err[-2000:]
+
+
+@pytest.mark.slow
+def test_ranks_time_the_same_number_of_steps_from_a_time_budget():
+    """With --seconds each rank estimates its own step time; unless they agree, the rank that
+    finishes first leaves the other waiting in an all-reduce."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "bench", "time", "--backend", "torch", "--parallel", "cells",
+           "--data", "synthetic:tiny", "--n-prompts", "8", "--d-model", "16", "--n-cycles", "2",
+           "--seconds", "3", "--repeats", "2", "--quiet", "--opt", f"timeout_s={COLLECTIVE_TIMEOUT_S}"]
+    ranks = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "RANK": str(r), "WORLD_SIZE": "2", "LOCAL_RANK": str(r),
+                                   "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+                                   "OMP_NUM_THREADS": "1"})
+             for r in range(2)]
+    outputs = [p.communicate(timeout=300) for p in ranks]
+    assert [p.returncode for p in ranks] == [0, 0], [err[-1500:] for _, err in outputs]
+    assert "samples/s" in outputs[0][0] and outputs[1][0] == ""  # only rank 0 reports
