@@ -101,6 +101,7 @@ def test_parameter_layout_round_trips():
     np.testing.assert_array_equal(pure["tcells"]["dense_imp"]["kernel"][1], p["tcells.1.dense_imp.weight"].T)
 
 
+@pytest.mark.slow
 def test_trainer_scan_padding_and_remainder_match_torch_adamw_in_float64():
     """7 batches, 3 steps per lax.scan (2 scans + 1 single step), one short batch padded with
     weight-0 rows: must follow the reference's torch.optim.AdamW step by step."""
