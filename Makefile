@@ -20,7 +20,7 @@ BENCH_ARGS ?=
 BENCH_ENV := env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE MALLOC_MMAP_THRESHOLD_=33554432 \
              MALLOC_TRIM_THRESHOLD_=4294967296 MALLOC_TOP_PAD_=268435456
 
-.PHONY: bench test lint venv toolchain clean-venv help
+.PHONY: bench test lint venv toolchain clean-venv help xla-env xla-test
 .DEFAULT_GOAL := help
 
 help:
@@ -69,6 +69,20 @@ test: venv toolchain
 
 lint: venv
 	$(PY) -m ruff check .
+
+# torch_xla needs exactly torch 2.9.0, so it gets its own virtualenv (a multi-GB download: torch
+# 2.9.0 from PyPI is a CUDA build). `make xla-test` runs the torch backend's parity test on the
+# CPU PJRT device there. Not part of `make test`.
+XLA_VENV := .venv-xla
+xla-env: $(XLA_VENV)/.stamp
+$(XLA_VENV)/.stamp: pyproject.toml
+	@test -x $(XLA_VENV)/bin/python || $(PYTHON) -m venv $(XLA_VENV)
+	$(XLA_VENV)/bin/python -m pip install -q torch==2.9.0 torch_xla==2.9.0 numpy tqdm pytest hypothesis
+	$(XLA_VENV)/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+	@touch $@
+
+xla-test: xla-env
+	PJRT_DEVICE=CPU $(XLA_VENV)/bin/python -m pytest -q -p no:xdist tests/backends/test_torch_backend.py -k xla
 
 clean-venv:
 	rm -rf $(VENV)
