@@ -19,22 +19,7 @@ from backends import spec  # noqa: E402
 from backends.base import Backend  # noqa: E402
 from backends.mlx import TorchAdamW, make_backend  # noqa: E402
 from backends.mlx.model import softmax  # noqa: E402
-
-CFG = spec.TromptConfig(n_columns=29, n_prompts=7, d_model=12, n_cycles=3)
-DEAD = set(spec.dead_params(CFG))
-
-
-def problem(rows: int = 19, seed: int = 0) -> tuple[dict, np.ndarray, np.ndarray]:
-    """Spec initialisation and raw-scale features like the real data's (a few ×30 columns, zeros)."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(rows, CFG.n_columns)) * np.where(rng.random(CFG.n_columns) < 0.2, 30.0, 1.0)
-    x[rng.random(x.shape) < 0.1] = 0.0
-    return spec.init_params(CFG, seed=seed, dtype="float64"), x, rng.normal(size=rows)
-
-
-def rel_err(a: np.ndarray, b: np.ndarray) -> float:
-    """Max abs difference relative to the max abs of the oracle `b`."""
-    return float(np.abs(np.asarray(a, np.float64) - b).max() / max(np.abs(b).max(), 1e-30))
+from tests.backends.problems import CFG, DEAD, problem, rel_err  # noqa: E402
 
 
 @pytest.fixture(scope="module")
