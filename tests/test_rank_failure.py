@@ -45,16 +45,14 @@ def test_killing_one_rank_makes_the_other_exit_with_a_clear_error(mode):
         assert "repeat 1/1" in seen, seen[-2000:]
         time.sleep(1.0)
         victim.send_signal(signal.SIGKILL)
-        killed_at = time.time()
+        # The bound that proves "no hang": wait() raises TimeoutExpired (failing the test) past it.
         survivor.wait(timeout=COLLECTIVE_TIMEOUT_S + 60)
-        waited = time.time() - killed_at
     finally:
         for p in ranks:
             if p.poll() is None:
                 p.kill()
     err = survivor.stderr.read()
     assert survivor.returncode not in (0, None)
-    assert waited < COLLECTIVE_TIMEOUT_S + 60
     error_lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and "Traceback" not in err, err[-2000:]
 
