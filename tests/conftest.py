@@ -12,3 +12,11 @@ if str(ROOT) not in sys.path:
 # the two cores instead of oversubscribing them.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+# Property tests draw the same examples on every run (derandomize) and keep no example database,
+# so a CI failure reproduces exactly on any machine. HYPOTHESIS_PROFILE=explore searches afresh.
+from hypothesis import settings  # noqa: E402
+
+settings.register_profile("ci", derandomize=True, database=None, deadline=None)
+settings.register_profile("explore", deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
