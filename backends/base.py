@@ -96,6 +96,19 @@ class Trainer:
             self._state[("v", k)] = np.array(state[f"exp_avg_sq/{k}"], dtype=self.backend.dtype)
 
 
+def batches_as_rows(batches: list, cfg: TromptConfig) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Validate (x, y) batches and lay them end to end: (x_all, y_all, each batch's row indices),
+    so that `train_steps` can replay them through a device-resident trainer as index batches."""
+    for x, y in batches:
+        spec.check_x(x, cfg)
+        spec.check_y(y, x)
+    if not batches:
+        return np.zeros((0, cfg.n_columns)), np.zeros(0), []
+    ends = np.cumsum([len(x) for x, _ in batches])
+    rows = [np.arange(end - len(x), end) for end, (x, _) in zip(ends, batches)]
+    return np.concatenate([x for x, _ in batches]), np.concatenate([y for _, y in batches]), rows
+
+
 def check_state(state: dict[str, np.ndarray], cfg: TromptConfig) -> None:
     """A trainer state must hold every parameter and both moments with the right shapes."""
     for name, shape in spec.param_shapes(cfg).items():

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from backends import spec
-from backends.base import Backend, Trainer, check_state
+from backends.base import Backend, Trainer, batches_as_rows, check_state
 from backends.spec import TromptConfig
 from reference.model import Trompt, mse_over_cycles
 
@@ -134,16 +134,10 @@ class ReferenceBackend(Backend):
                     lr: float = spec.LR, weight_decay: float = spec.WEIGHT_DECAY,
                     state: dict | None = None) -> tuple[dict[str, np.ndarray], list[float]]:
         """The original optimizer (torch.optim.AdamW) rather than the numpy yardstick."""
-        for x, y in batches:
-            spec.check_x(x, cfg)
-            spec.check_y(y, x)
-        x_all = np.concatenate([x for x, _ in batches]) if batches else np.zeros((0, cfg.n_columns))
-        y_all = np.concatenate([y for _, y in batches]) if batches else np.zeros(0)
+        x_all, y_all, rows = batches_as_rows(batches, cfg)
         trainer = self.trainer(params, cfg, x_all, y_all, lr, weight_decay)
-        start = 0
-        for x, _ in batches:
-            trainer.step(np.arange(start, start + len(x)))
-            start += len(x)
+        for idx in rows:
+            trainer.step(idx)
         return trainer.params(), trainer.losses()
 
     def device_name(self) -> str:

@@ -23,7 +23,7 @@ import optax
 from flax import nnx
 
 from backends import spec
-from backends.base import Backend, Trainer
+from backends.base import Backend, Trainer, batches_as_rows
 from backends.jax import model, parallel
 from backends.spec import TromptConfig
 
@@ -268,19 +268,14 @@ class JaxBackend(Backend):
 
         `state`, if given, carries the Optax state between calls under the key "opt_state".
         """
-        for x, y in batches:
-            spec.check_x(x, cfg)
-            spec.check_y(y, x)
+        x_all, y_all, rows = batches_as_rows(batches, cfg)
         if not batches:
             return {k: np.array(v, dtype=self.dtype) for k, v in params.items()}, []
-        x_all = np.concatenate([x for x, _ in batches])
-        y_all = np.concatenate([y for _, y in batches])
         trainer = self.trainer(params, cfg, x_all, y_all, lr, weight_decay, steps_per_call=1)
         if state is not None and "opt_state" in state:
             with trainer._numerics():
                 trainer._opt_state = trainer.placement.put_state(state["opt_state"])
-        ends = np.cumsum([len(x) for x, _ in batches])
-        trainer.run([np.arange(end - len(x), end) for end, (x, _) in zip(ends, batches)])
+        trainer.run(rows)
         if state is not None:
             state["opt_state"] = jax.device_get(trainer._opt_state)
         return trainer.params(), trainer.losses()

@@ -50,7 +50,7 @@ import mlx.core as mx
 import numpy as np
 
 from backends import spec
-from backends.base import Backend
+from backends.base import Backend, batches_as_rows
 from backends.mlx.model import (
     MLX_DTYPES,
     forward,
@@ -97,21 +97,15 @@ class MLXBackend(Backend):
                     state: dict | None = None) -> tuple[dict[str, np.ndarray], list[float]]:
         """MLX's own (torch-corrected) AdamW through the compiled trainer, not the numpy yardstick.
         `state` carries the optimizer state (m, v, step) from one call to the next."""
-        for x, y in batches:
-            spec.check_x(x, cfg)
-            spec.check_y(y, x)
+        x_all, y_all, rows = batches_as_rows(batches, cfg)
         if not batches:
             return {k: np.array(v) for k, v in params.items()}, []
-        x_all = np.concatenate([x for x, _ in batches])
-        y_all = np.concatenate([y for _, y in batches])
         trainer = self.trainer(params, cfg, x_all, y_all, lr, weight_decay)
         if state is not None and "mlx_optimizer" in state:
             saved_state, trainer.optimizer.host_step = state["mlx_optimizer"]
             trainer.optimizer.state.update(saved_state)
-        start = 0
-        for x, _ in batches:
-            trainer.step(np.arange(start, start + len(x)))
-            start += len(x)
+        for idx in rows:
+            trainer.step(idx)
         trainer.sync()
         if state is not None:
             state["mlx_optimizer"] = (trainer.optimizer.state, trainer.optimizer.host_step)

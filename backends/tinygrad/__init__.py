@@ -16,7 +16,7 @@ import numpy as np
 from tinygrad import Device, Tensor
 
 from backends import spec
-from backends.base import Backend
+from backends.base import Backend, batches_as_rows
 from backends.spec import stack_cells, unstack_cells
 from backends.tinygrad.model import (
     TINYGRAD_DTYPES,
@@ -79,20 +79,14 @@ class TinygradBackend(Backend):
                     state: dict | None = None) -> tuple[dict[str, np.ndarray], list[float]]:
         """The jitted trainer and its torch-exact AdamW, not the numpy yardstick.
         `state` carries the trainer (its m, v and step count) from one call to the next."""
-        for x, y in batches:
-            spec.check_x(x, cfg)
-            spec.check_y(y, x)
+        x_all, y_all, rows = batches_as_rows(batches, cfg)
         if not batches:
             return {k: np.array(v) for k, v in params.items()}, []
-        x_all = np.concatenate([x for x, _ in batches])
-        y_all = np.concatenate([y for _, y in batches])
         trainer = self.trainer(params, cfg, x_all, y_all, lr, weight_decay)
         if state is not None and "tinygrad_optimizer" in state:
             trainer.optimizer = state["tinygrad_optimizer"]  # continue its m, v and step count
-        start = 0
-        for x, _ in batches:
-            trainer.step(np.arange(start, start + len(x)))
-            start += len(x)
+        for idx in rows:
+            trainer.step(idx)
         if state is not None:
             state["tinygrad_optimizer"] = trainer.optimizer
         return trainer.params(), trainer.losses()

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from backends import spec
-from backends.base import Backend, Trainer, check_state
+from backends.base import Backend, Trainer, batches_as_rows, check_state
 from backends.spec import TromptConfig
 from backends.torch import model, parallel
 
@@ -402,18 +402,12 @@ class TorchBackend(Backend):
                     state: dict | None = None) -> tuple[dict[str, np.ndarray], list[float]]:
         """torch.optim.AdamW (the trainer's default, fused) instead of the numpy yardstick; the
         optimizer state carries over between calls through `state`."""
-        for x, y in batches:
-            spec.check_x(x, cfg)
-            spec.check_y(y, x)
-        x_all = np.concatenate([x for x, _ in batches]) if batches else np.zeros((0, cfg.n_columns))
-        y_all = np.concatenate([y for _, y in batches]) if batches else np.zeros(0)
+        x_all, y_all, rows = batches_as_rows(batches, cfg)
         trainer = self.trainer(params, cfg, x_all, y_all, lr, weight_decay, variant=self.variant)
         if state and "torch_optimizer" in state:
             trainer.load_optimizer_state(state["torch_optimizer"])
-        start = 0
-        for x, _ in batches:
-            trainer.step(np.arange(start, start + len(x)))
-            start += len(x)
+        for idx in rows:
+            trainer.step(idx)
         if state is not None:
             state["torch_optimizer"] = trainer.optimizer_state()
         return trainer.params(), trainer.losses()
