@@ -1,21 +1,13 @@
-"""Facts about the machine a result came from (numpy-free, framework-free)."""
+"""Facts about the machine a result came from (framework-free)."""
 
 from __future__ import annotations
 
-import os
-import platform
 import subprocess
 from pathlib import Path
 
+from backends.base import cpu_name
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+__all__ = ["cpu_name", "git_commit", "peak_rss_mb"]
 
 
 def git_commit() -> str | None:

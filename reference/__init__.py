@@ -1,1 +1,6 @@
-"""The original, deliberately slow Trompt and its training loop: the oracle (see model.py, train.py)."""
+"""The original, deliberately slow Trompt (model.py) behind the backend contract (backend.py): the
+numerical oracle every backend is checked against, and the baseline every speed-up is quoted to."""
+
+from backends.registry import register
+
+register("reference", "reference.backend:ReferenceBackend", framework="torch", extra="torch")

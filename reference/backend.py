@@ -1,6 +1,7 @@
-"""The reference model behind the common backend API (`backends.load("reference")`).
+"""The reference model behind the backend contract (`backends.load("reference")`).
 
-Its optimizer is the original's: `torch.optim.AdamW` with its default implementation.
+Its optimizer is the original's: `torch.optim.AdamW` with its default implementation, and its
+training loop is the original's: index on the host, copy the batch, step, read the loss back.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import numpy as np
 import torch
 
 from backends import spec
-from backends.base import Backend, Trainer, batches_as_rows, check_state
+from backends.base import Backend, Trainer
 from backends.spec import TromptConfig
 from reference.model import Trompt, mse_over_cycles
 
@@ -36,25 +37,49 @@ def make_optimizer(model: Trompt, lr: float, weight_decay: float) -> torch.optim
 
 
 class ReferenceTrainer(Trainer):
-    """The original loop's state: one model, one AdamW, batches moved to the device per step."""
+    """The original loop's state: one model, one AdamW, each batch copied to the device per step
+    and its loss read back (`loss.item()`), as the original script does."""
+
+    predict_chunk = 8  # the (B, P, C, D) expansion costs P*C*D numbers per row and cell
 
     def __init__(self, backend: ReferenceBackend, params: dict[str, np.ndarray], cfg: TromptConfig,
-                 x_train: np.ndarray, y_train: np.ndarray, lr: float = spec.LR,
-                 weight_decay: float = spec.WEIGHT_DECAY, **options: Any) -> None:
-        super().__init__(backend, params, cfg, x_train, y_train, lr, weight_decay, **options)
+                 x_train: np.ndarray, y_train: np.ndarray, lr: float, weight_decay: float,
+                 options: dict[str, Any]) -> None:
+        super().__init__(backend, params, cfg, x_train, y_train, lr, weight_decay, options)
+        self.x_train, self.y_train = x_train, y_train
         self.model = build_model(params, cfg, backend.dtype, backend.device)
         self.optimizer = make_optimizer(self.model, lr, weight_decay)
+        self._losses: list[float] = []
 
-    def step(self, idx: np.ndarray) -> None:
-        x, y = self.backend.to_device(self.x_train[idx]), self.backend.to_device(self.y_train[idx])
+    def _run(self, batches: list[np.ndarray]) -> None:
+        for idx in batches:
+            x, y = self.backend.to_device(self.x_train[idx]), self.backend.to_device(self.y_train[idx])
+            self.optimizer.zero_grad()
+            loss = mse_over_cycles(self.model(x), y)
+            loss.backward()
+            self.optimizer.step()
+            self._losses.append(loss.item())
+
+    def sync(self) -> None:
+        if self.backend.device == "cuda":
+            torch.cuda.synchronize()
+
+    def losses(self) -> list[float]:
+        return list(self._losses)
+
+    def _predict(self, x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return self.model(self.backend.to_device(x)).cpu().numpy()
+
+    def _gradients(self, rows: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
         self.optimizer.zero_grad()
+        x, y = self.backend.to_device(self.x_train[rows]), self.backend.to_device(self.y_train[rows])
         loss = mse_over_cycles(self.model(x), y)
         loss.backward()
-        self.optimizer.step()
-        self._losses.append(loss.item())  # the original prints/reads the loss every step
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.backend.predict_in_chunks(self.model, x)
+        grads = {k: (np.zeros(tuple(p.shape)) if p.grad is None else p.grad.cpu().numpy().copy())
+                 for k, p in self.model.named_parameters()}
+        self.optimizer.zero_grad()
+        return loss.item(), grads
 
     def params(self) -> dict[str, np.ndarray]:
         return model_params(self.model)
@@ -68,29 +93,23 @@ class ReferenceTrainer(Trainer):
             for moment in ("exp_avg", "exp_avg_sq"):
                 out[f"{moment}/{name}"] = (st[moment].cpu().numpy().copy() if moment in st
                                            else np.zeros_like(out[f"param/{name}"]))
-            step = int(st["step"]) if "step" in st else 0
+            step = int(st["step"]) if "step" in st else step
         out["step"] = np.array(step, dtype=np.int64)
         return out
 
-    def load_state(self, state: dict[str, np.ndarray]) -> None:
-        check_state(state, self.cfg)
+    def _load_state(self, state: dict[str, np.ndarray]) -> None:
         with torch.no_grad():
             for name, p in self.model.named_parameters():
                 p.copy_(torch.as_tensor(state[f"param/{name}"]))
-        step = int(state["step"])
-        if step == 0:
-            return
         saved = self.optimizer.state_dict()
-        saved["state"] = {
+        step = int(state["step"])
+        # torch.optim.AdamW keeps no state before its first step; from step 1 on, every parameter's.
+        saved["state"] = {} if step == 0 else {
             i: {"step": torch.tensor(float(step)),
-                "exp_avg": torch.as_tensor(state[f"exp_avg/{name}"]).clone(),
-                "exp_avg_sq": torch.as_tensor(state[f"exp_avg_sq/{name}"]).clone()}
+                "exp_avg": torch.as_tensor(state[f"exp_avg/{name}"]).clone().to(self.backend.device),
+                "exp_avg_sq": torch.as_tensor(state[f"exp_avg_sq/{name}"]).clone().to(self.backend.device)}
             for i, (name, _) in enumerate(self.model.named_parameters())}
         self.optimizer.load_state_dict(saved)
-
-    def sync(self) -> None:
-        if self.backend.device == "cuda":
-            torch.cuda.synchronize()
 
     def peak_memory_mb(self) -> float | None:
         if self.backend.device == "cuda":
@@ -102,9 +121,6 @@ class ReferenceBackend(Backend):
     name = "reference"
     devices = ("cpu", "cuda")
     trainer_class = ReferenceTrainer
-    # The (B, P, C, D) expansion of one row costs P*C*D numbers per cell; inference is chunked
-    # so that validation at batch 1024 fits in memory. Rows are independent: same results.
-    predict_chunk = 8
 
     def _check_device_present(self) -> None:
         if self.device == "cuda" and not torch.cuda.is_available():
@@ -113,41 +129,10 @@ class ReferenceBackend(Backend):
     def to_device(self, array: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(array, dtype=TORCH_DTYPES[self.dtype], device=self.device)
 
-    def predict_in_chunks(self, model: Trompt, x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            parts = [model(self.to_device(x[i:i + self.predict_chunk])).cpu().numpy()
-                     for i in range(0, len(x), self.predict_chunk)]
-        return np.concatenate(parts)
-
-    def _forward(self, params: dict[str, np.ndarray], x: np.ndarray, cfg: TromptConfig) -> np.ndarray:
-        return self.predict_in_chunks(build_model(params, cfg, self.dtype, self.device), x)
-
-    def _loss_and_grad(self, params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray,
-                       cfg: TromptConfig) -> tuple[float, dict[str, np.ndarray]]:
-        model = build_model(params, cfg, self.dtype, self.device)
-        loss = mse_over_cycles(model(self.to_device(x)), self.to_device(y))
-        loss.backward()
-        grads = {k: v.grad.cpu().numpy() for k, v in model.named_parameters()}
-        return loss.item(), grads
-
-    def train_steps(self, params: dict[str, np.ndarray], batches: list, cfg: TromptConfig,
-                    lr: float = spec.LR, weight_decay: float = spec.WEIGHT_DECAY,
-                    state: dict | None = None) -> tuple[dict[str, np.ndarray], list[float]]:
-        """The original optimizer (torch.optim.AdamW) rather than the numpy yardstick."""
-        x_all, y_all, rows = batches_as_rows(batches, cfg)
-        trainer = self.trainer(params, cfg, x_all, y_all, lr, weight_decay)
-        for idx in rows:
-            trainer.step(idx)
-        return trainer.params(), trainer.losses()
-
     def device_name(self) -> str:
         if self.device == "cuda":
             return torch.cuda.get_device_name()
         return super().device_name()
 
     def versions(self) -> dict[str, str]:
-        return {"torch": torch.__version__}
-
-
-def make_backend(device: str = "cpu", dtype: str = "float32") -> ReferenceBackend:
-    return ReferenceBackend(device=device, dtype=dtype)
+        return {"torch": torch.__version__, "threads": str(torch.get_num_threads())}

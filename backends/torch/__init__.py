@@ -8,15 +8,6 @@ AdamW, torch.compile, AMP and CUDA graphs, and multi-process ddp / cell-parallel
 Nothing is imported here eagerly, so `python -m backends.torch.parallel` runs cleanly.
 """
 
-from __future__ import annotations
+from backends.registry import register
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from backends.torch.train import TorchBackend
-
-
-def make_backend(device: str = "cpu", dtype: str = "float32", variant: str = "r5") -> TorchBackend:
-    from backends.torch.train import TorchBackend
-
-    return TorchBackend(device=device, dtype=dtype, variant=variant)
+register("torch", "backends.torch.train:TorchBackend", framework="torch", extra="torch")
