@@ -14,17 +14,13 @@ minutes). Results go to stdout and, with ``--json PATH``, to a JSON file (writte
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from bench import sysinfo
+from bench import output, sysinfo
 
 MATMUL_SIZES = (64, 128, 256, 512)
 CHAIN_SIZES = (128, 256, 512)
@@ -160,23 +156,9 @@ def run(args: argparse.Namespace) -> int:
         "results": rows,
     }
     if args.json:
-        write_json_atomically(Path(args.json), record)
+        output.write_json(args.json, record)
         print(f"wrote {args.json}")
     return 0
-
-
-def write_json_atomically(path: Path, record: dict) -> None:
-    """Write to a temporary file in the same folder, then rename it over the target."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 if __name__ == "__main__":

@@ -24,10 +24,9 @@ import math
 import os
 import re
 import sys
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
+from bench import output
 from bench import results as results_mod
 
 BEGIN = "<!-- results:begin -->"
@@ -246,7 +245,7 @@ def replace_section(path: Path, section: str) -> None:
         new = insert_after_title(text, block)
     else:
         raise ValueError(f"{path} must hold {BEGIN} once, then {END} once (found {n_begin} and {n_end})")
-    write_text_atomic(path, new)
+    output.write_text(path, new)
 
 
 def insert_after_title(text: str, block: str) -> str:
@@ -255,23 +254,6 @@ def insert_after_title(text: str, block: str) -> str:
         if line.startswith("# "):
             return "".join(lines[:i + 1]) + "\n" + block + "\n" + "".join(lines[i + 1:])
     return DEFAULT_TITLE + "\n\n" + block + "\n\n" + text
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    write_atomic(path, lambda tmp: Path(tmp).write_text(text))
-
-
-def write_atomic(path: Path, write: Callable[[str], object]) -> None:
-    """`write(tmp_path)` then rename onto `path`: readers see the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,7 +300,7 @@ def write_charts(groups: dict[str, dict[tuple, list[dict]]], img_dir: Path) -> d
 
     def save(fig: object, path: Path) -> None:
         fig.tight_layout()
-        write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+        output.write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
         plt.close(fig)
 
     for device, settings in groups.items():

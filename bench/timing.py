@@ -1,8 +1,14 @@
-"""Time training steps of one backend: warm-up (compile) apart, then a median over repeats.
+"""Time training steps of one trainer: warm-up (compile) apart, then a median over repeats.
 
-The clock stops only after `trainer.sync()`, so queued device work is counted. The number of
-timed steps per repeat comes from a time budget (`seconds`), measured on the warm-up steps,
-so a 17 s/step reference and a 3 ms/step compiled backend both finish in about the same time.
+Rules every figure of the project follows:
+- the clock stops only after `trainer.sync()`, so queued device work is counted;
+- warm-up runs every batch shape the timed region will see (the epoch's short last batch too),
+  so no compilation, recompilation or graph capture lands inside a timed repeat;
+- samples are counted from the batches actually run (a short batch counts its own rows);
+- repeats whose rates spread by more than SPREAD_LIMIT are flagged, in the output and the JSON.
+
+`measure()` is the loop alone, given a trainer, a batch stream and a clock (tests drive it with
+fakes); `time_training()` builds the backend's trainer and records everything about the run.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -25,6 +31,12 @@ from backends import spec
 from backends.spec import TromptConfig
 from bench import sysinfo
 
+SPREAD_LIMIT = 1.5  # fastest / slowest repeat above this: the machine was not steady
+# Environment variables that change how fast a process runs; recorded with every result.
+ENVIRONMENT_KEYS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE",
+                    "OPENBLAS_L2_SIZE", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_",
+                    "MALLOC_TOP_PAD_", "XLA_FLAGS", "TROMPT_MLX_BLAS", "JAX_PLATFORMS")
+
 
 def batch_stream(n_train: int, batch_size: int, seed: int) -> Iterator[np.ndarray]:
     """The training order of the protocol, epoch after epoch, as an endless stream of batches."""
@@ -32,47 +44,96 @@ def batch_stream(n_train: int, batch_size: int, seed: int) -> Iterator[np.ndarra
         yield from data_mod.epoch_batches(n_train, batch_size, epoch, seed)
 
 
+def warmup_batches(stream: Iterator[np.ndarray], warmup: int, n_train: int, batch_size: int) -> list[np.ndarray]:
+    """`warmup` batches of the stream, plus one short batch when epochs end in one (its shape is
+    new to a compiler that specialises on shapes, e.g. torch.compile with dynamic=False)."""
+    batches = [next(stream) for _ in range(warmup)]
+    short = n_train % batch_size
+    if short and all(len(b) != short for b in batches):
+        batches.append(np.arange(short, dtype=np.int64))
+    return batches
+
+
+def measure(trainer: backends.Trainer, stream: Iterator[np.ndarray], warmup: list[np.ndarray],
+            repeats: int, steps: int | None, seconds: float,
+            clock: Callable[[], float] = time.perf_counter,
+            progress: Callable[[str], None] | None = None) -> dict:
+    """Warm up on `warmup` (one batch per call), then time `repeats` runs of `steps` batches each
+    (default: as many as fit `seconds` in all, from the fastest warm-up step)."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if steps is not None and steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    warm_times = []
+    for batch in warmup:
+        t0 = clock()
+        trainer.run([batch])
+        trainer.sync()
+        warm_times.append(clock() - t0)
+    if steps is None:
+        full = [t for t, b in zip(warm_times, warmup) if len(b) == len(warmup[0])] or warm_times
+        est_step = trainer.agree_max(min(full))  # ranks of a multi-process run must agree
+        steps = max(1, math.floor(seconds / repeats / max(est_step, 1e-9)))
+
+    rates, step_ms, samples = [], [], []
+    for r in range(repeats):
+        batches = [next(stream) for _ in range(steps)]
+        n_samples = sum(trainer.samples_per_step(b) for b in batches)
+        if progress:
+            progress(f"repeat {r + 1}/{repeats}, {steps} steps")
+        t0 = clock()
+        trainer.run(batches)
+        trainer.sync()
+        elapsed = clock() - t0
+        rates.append(n_samples / elapsed)
+        step_ms.append(1000 * elapsed / steps)
+        samples.append(n_samples)
+    spread = max(rates) / min(rates)
+    return {
+        "samples_per_sec": statistics.median(rates),
+        "samples_per_sec_all": rates,
+        "step_time_ms": statistics.median(step_ms),
+        "samples_per_repeat": samples,
+        "steps_per_repeat": steps,
+        "repeats": repeats,
+        "repeat_spread": spread,
+        "unsteady": spread > SPREAD_LIMIT,
+        "warmup_steps": len(warm_times),
+        "warmup_batch_sizes": [len(b) for b in warmup],
+        "compile_time_s": warm_times[0] if warm_times else None,
+        "warmup_step_times_s": warm_times,
+    }
+
+
 def time_training(backend_name: str, device: str, dtype: str, dataset: data_mod.Dataset,
                   cfg: TromptConfig, batch_size: int = spec.BATCH_SIZE, warmup: int = 3,
                   repeats: int = 3, steps: int | None = None, seconds: float = 20.0, seed: int = 0,
                   options: dict | None = None, progress: bool = True) -> dict:
     """Returns the result record (see README: Reading results)."""
-    options = dict(options or {})
+    if warmup < 1:
+        raise ValueError(f"warmup must be >= 1 (the first step carries compilation), got {warmup}")
     load_before = os.getloadavg()
     started_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     backend = backends.load(backend_name, device=device, dtype=dtype)
+    options = backend.parse_options(options)
     params = spec.init_params(cfg, seed, dtype)
 
     t0 = time.perf_counter()
     trainer = backend.trainer(params, cfg, dataset.x_train, dataset.y_train, **options)
     setup_s = time.perf_counter() - t0
-    stream = batch_stream(len(dataset.x_train), batch_size, seed)
+    n_train = len(dataset.x_train)
+    stream = batch_stream(n_train, batch_size, seed)
 
-    # Warm-up: the first step carries compilation/tracing; the others settle caches and allocators.
-    warm_times = []
-    for _ in range(max(1, warmup)):
-        t0 = time.perf_counter()
-        trainer.run([next(stream)])
-        trainer.sync()
-        warm_times.append(time.perf_counter() - t0)
-    compile_time_s = warm_times[0]
-    est_step = trainer.agree_max(min(warm_times))  # ranks of a multi-process run must agree
-    if steps is None:
-        steps = max(1, math.floor(seconds / max(repeats, 1) / max(est_step, 1e-6)))
+    def say(text: str) -> None:
+        print(f"  {backend_name}: {text}", file=sys.stderr, flush=True)
 
-    rates, step_ms = [], []
-    for r in range(max(1, repeats)):
-        batches = [next(stream) for _ in range(steps)]
-        n_samples = sum(len(b) for b in batches)
-        if progress:
-            print(f"  {backend_name}: repeat {r + 1}/{repeats}, {steps} steps", file=sys.stderr, flush=True)
-        t0 = time.perf_counter()
-        trainer.run(batches)
-        trainer.sync()
-        elapsed = time.perf_counter() - t0
-        rates.append(n_samples / elapsed)
-        step_ms.append(1000 * elapsed / steps)
-
+    if progress:
+        say(f"warm-up: {warmup} step(s), the first compiles (if this backend compiles)")
+    timing = measure(trainer, stream, warmup_batches(stream, warmup, n_train, batch_size), repeats, steps,
+                     seconds, progress=say if progress else None)
+    if timing["unsteady"]:
+        print(f"warning: {backend_name}: repeats spread {timing['repeat_spread']:.2f}x "
+              f"(> {SPREAD_LIMIT}x): the machine was not steady; compare with care", file=sys.stderr)
     losses = trainer.losses()
     if not np.all(np.isfinite(losses)):
         raise RuntimeError(f"{backend_name}: non-finite training loss during the benchmark")
@@ -84,18 +145,13 @@ def time_training(backend_name: str, device: str, dtype: str, dataset: data_mod.
         "dtype": dtype,
         "batch_size": batch_size,
         "options": options,
+        "inexact_options": backend.inexact_options(options),
         "config": cfg.to_dict(),
         "data": dataset.source,
         "versions": {"python": platform.python_version(), "numpy": np.__version__, **backend.versions()},
+        "environment": {k: os.environ[k] for k in ENVIRONMENT_KEYS if k in os.environ},
         "git_commit": sysinfo.git_commit(),
-        "samples_per_sec": statistics.median(rates),
-        "samples_per_sec_all": rates,
-        "step_time_ms": statistics.median(step_ms),
-        "steps_per_repeat": steps,
-        "repeats": repeats,
-        "warmup_steps": len(warm_times),
-        "compile_time_s": compile_time_s,
-        "warmup_step_times_s": warm_times,
+        **timing,
         "setup_time_s": setup_s,
         "peak_memory_mb": device_mem if device_mem is not None else sysinfo.peak_rss_mb(),
         "peak_memory_kind": "device" if device_mem is not None else "host RSS (whole process)",

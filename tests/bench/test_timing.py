@@ -1,0 +1,119 @@
+"""bench/timing.py against a fake trainer on a fake clock: each rule of the timing loop is a test
+that fails when the line implementing it is removed. No wall-clock time is read."""
+
+import numpy as np
+import pytest
+
+from bench import timing
+
+STEP_COST = 0.01  # fake seconds of device work per row
+COMPILE_COST = 100.0  # fake seconds to compile a batch shape seen for the first time
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeTrainer:
+    """Queues device work on run(); the work happens (the clock advances) only on sync(), as on
+    an asynchronous device. A new batch shape costs a compilation, as with torch.compile."""
+
+    def __init__(self, clock: FakeClock, slow_repeat: int | None = None) -> None:
+        self.clock, self.queued, self.shapes, self.runs = clock, 0.0, set(), 0
+        self.slow_repeat = slow_repeat  # this run() call (counting from 0) is 3x slower
+        self.rows_run = 0
+
+    def run(self, batches):
+        factor = 3.0 if self.runs == self.slow_repeat else 1.0
+        self.runs += 1
+        for b in batches:
+            if len(b) not in self.shapes:
+                self.shapes.add(len(b))
+                self.queued += COMPILE_COST
+            self.queued += factor * STEP_COST * len(b)
+            self.rows_run += len(b)
+
+    def sync(self):
+        self.clock.now += self.queued
+        self.queued = 0.0
+
+    def agree_max(self, value):
+        return value
+
+    def samples_per_step(self, batch):
+        return len(batch)
+
+
+def stream_of(sizes):
+    while True:
+        yield from (np.arange(s) for s in sizes)
+
+
+def run_measure(trainer, clock, sizes=(8,), warmup=2, repeats=3, steps=5, n_train=None):
+    stream = stream_of(sizes)
+    n_train = n_train or sum(sizes)
+    batches = timing.warmup_batches(stream, warmup, n_train, sizes[0])
+    return timing.measure(trainer, stream, batches, repeats, steps, seconds=1.0, clock=clock)
+
+
+def test_the_clock_stops_after_sync():
+    clock = FakeClock()
+    out = run_measure(FakeTrainer(clock), clock)
+    # 5 steps of 8 rows at STEP_COST per row: 0.4 s per repeat, 100 rows/s
+    assert out["samples_per_sec_all"] == pytest.approx([100.0] * 3)
+    assert out["step_time_ms"] == pytest.approx(80.0)
+
+
+def test_warmup_is_excluded_and_its_first_step_is_the_compile_time():
+    clock = FakeClock()
+    out = run_measure(FakeTrainer(clock), clock)
+    assert out["compile_time_s"] == pytest.approx(COMPILE_COST + 8 * STEP_COST)
+    assert out["warmup_steps"] == 2
+    assert max(out["samples_per_sec_all"]) == pytest.approx(100.0)
+
+
+def test_a_short_last_batch_is_compiled_in_warmup_not_in_a_repeat():
+    clock = FakeClock()
+    # epochs of 8 + 8 + 3 rows: the short batch first appears in the timed region
+    out = run_measure(FakeTrainer(clock), clock, sizes=(8, 8, 3), warmup=1, steps=3)
+    assert 3 in out["warmup_batch_sizes"]
+    assert out["samples_per_sec_all"] == pytest.approx([100.0] * 3)  # no 100 s compile inside
+
+
+def test_samples_are_counted_from_the_batches_run():
+    clock = FakeClock()
+    trainer = FakeTrainer(clock)
+    out = run_measure(trainer, clock, sizes=(8, 8, 3), warmup=1, steps=3)
+    assert out["samples_per_repeat"] == [19, 19, 19]
+    assert sum(out["samples_per_repeat"]) + sum(out["warmup_batch_sizes"]) == trainer.rows_run
+
+
+def test_steps_follow_the_time_budget_from_the_fastest_full_warmup_step():
+    clock = FakeClock()
+    stream = stream_of((8,))
+    out = timing.measure(FakeTrainer(clock), stream, timing.warmup_batches(stream, 3, 8, 8), repeats=2,
+                         steps=None, seconds=4.0, clock=clock)
+    assert out["steps_per_repeat"] == 25  # 4 s / 2 repeats / 0.08 s per step
+
+
+def test_an_unsteady_run_is_flagged():
+    clock = FakeClock()
+    steady = run_measure(FakeTrainer(clock), clock)
+    assert not steady["unsteady"] and steady["repeat_spread"] == pytest.approx(1.0)
+    clock = FakeClock()
+    # run() calls: 2 warm-up, then repeats 0, 1, 2 -> call 3 is the second repeat
+    out = run_measure(FakeTrainer(clock, slow_repeat=3), clock)
+    assert out["unsteady"] and out["repeat_spread"] == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize("bad", [dict(repeats=0), dict(steps=0), dict(steps=-1)])
+def test_bad_counts_are_refused(bad):
+    clock = FakeClock()
+    args = dict(repeats=3, steps=5) | bad
+    with pytest.raises(ValueError, match="must be >= 1"):
+        timing.measure(FakeTrainer(clock), stream_of((8,)), [np.arange(8)], args["repeats"], args["steps"],
+                       1.0, clock=clock)
