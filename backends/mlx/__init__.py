@@ -5,10 +5,9 @@
 Devices: "cpu" (Linux needs the mlx[cpu] wheel) and "gpu" (Metal on a Mac, or an mlx[cuda]
 build). float64 exists on the CPU only. The contract is in backends/base.py.
 
-BLAS on Linux: the mlx-cpu wheel links a bundled netlib *reference* BLAS, ~50x slower than
-OpenBLAS on this model's GEMMs (docs/REPORT.md). When a system OpenBLAS is present it is loaded
-here with RTLD_GLOBAL before mlx.core, so MLX's cblas_sgemm/dgemm calls resolve to it.
-TROMPT_MLX_BLAS=<path to a libopenblas.so> picks another; TROMPT_MLX_BLAS=bundled keeps MLX's.
+On Linux the backend's modules load a system OpenBLAS before mlx.core (blas.py); the wheel's
+bundled reference BLAS is ~50x slower on this model's GEMMs. TROMPT_MLX_BLAS=<path> picks another
+library, TROMPT_MLX_BLAS=bundled keeps MLX's.
 """
 
 from backends.registry import register

@@ -1,4 +1,4 @@
-"""The modified Trompt in MLX, computed by the exact R5 rewrite (trompt_spec.md §7-8).
+"""The modified Trompt in MLX, computed by the exact R5 rewrite (docs/SPEC.md).
 
 Same numbers as reference/model.py (up to rounding), far less work:
   - the six cells are stacked on a leading axis N and run as batched operations (F1);
@@ -14,6 +14,9 @@ Parameters live "stacked": one (N, ...) array per per-cell leaf name (see `stack
 
 from __future__ import annotations
 
+from backends.mlx import blas  # noqa: F401  (its OpenBLAS preload must precede mlx.core)
+
+# isort: split
 import mlx.core as mx
 import numpy as np
 
@@ -34,7 +37,7 @@ def to_numpy(tree: dict[str, mx.array]) -> dict[str, np.ndarray]:
 
 def layer_norm(h: mx.array, weight: mx.array, bias: mx.array) -> mx.array:
     """LayerNorm over the last axis, two-pass variance like torch. Hand-written because
-    mx.fast.layer_norm measured ~10x slower on CPU (frameworks_notes.md §3)."""
+    mx.fast.layer_norm measured ~10x slower on CPU."""
     centred = h - h.mean(axis=-1, keepdims=True)
     var = (centred * centred).mean(axis=-1, keepdims=True)
     return centred * mx.rsqrt(var + LN_EPS) * weight + bias

@@ -3,7 +3,8 @@
 MLX's data parallelism is multi-process (`mx.distributed` with the ring or MPI backend, started
 by `mlx.launch`), meant for several Macs or several processes each owning a GPU. On one CPU
 there is one MLX device, and MLX's CPU ops already use the cores they can, so a second process
-would only split the same cores. The trainer therefore accepts no `parallel` mode and says so.
+would only split the same cores. The backend therefore declares `parallel` with the one choice
+"none" (any other mode is the base's one-line ValueError).
 
 If a multi-Mac run is ever wanted, the path is the one mlx-examples' cifar uses: each rank
 takes its slice of every batch, `mx.distributed.all_sum` averages the gradients before the
@@ -12,11 +13,6 @@ AdamW update, and world size 1 runs the same code.
 
 from __future__ import annotations
 
-PARALLEL_MODES: tuple[str, ...] = ()
+from backends.base import Option, parallel_option
 
-
-def check_parallel(mode: str | None) -> None:
-    """Accept only "no parallelism"; anything else is a one-line ValueError."""
-    if mode not in (None, "none"):
-        raise ValueError(f"backend 'mlx' has no parallel mode {mode!r}: "
-                         "it runs on one device per process")
+PARALLEL_OPTION: Option = parallel_option()  # "none" only

@@ -1,7 +1,13 @@
-"""Training in MLX: AdamW with torch's semantics, and the compiled, device-resident train step.
+"""Training in MLX: AdamW with torch's semantics, the compiled, device-resident train step, and
+the Backend that `backends.load("mlx", device, dtype)` returns.
 
-Reads top to bottom like every backend's train.py: optimizer, compiled step, then the trainer
-that owns parameters, optimizer state and the whole training set (see backends/base.py).
+Reads top to bottom like every backend's train.py: optimizer, trainer (it owns parameters,
+optimizer state and the whole training set; see backends/base.py), then the backend.
+
+    b = backends.load("mlx", device="cpu", dtype="float32")
+
+Devices: "cpu" (Linux needs the mlx[cpu] wheel) and "gpu" (Metal on a Mac, or an mlx[cuda]
+build). float64 exists on the CPU only. Which BLAS the CPU uses: see blas.py.
 """
 
 from __future__ import annotations
@@ -9,20 +15,17 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from backends.mlx.blas import BLAS_IN_USE  # its OpenBLAS preload must precede mlx.core
+
+# isort: split
 import mlx.core as mx
 import mlx.optimizers as optim
 import numpy as np
 
 from backends import spec
-from backends.base import Trainer, check_state
-from backends.mlx.model import (
-    MLX_DTYPES,
-    forward,
-    mse_over_cycles,
-    to_mlx,
-    to_numpy,
-)
-from backends.mlx.parallel import check_parallel
+from backends.base import Backend, Option, Trainer
+from backends.mlx.model import MLX_DTYPES, forward, mse_over_cycles, to_mlx, to_numpy
+from backends.mlx.parallel import PARALLEL_OPTION
 from backends.spec import stack_cells, unstack_cells
 
 
@@ -30,7 +33,7 @@ class TorchAdamW(optim.AdamW):
     """mlx.optimizers.AdamW made to compute exactly what torch.optim.AdamW computes.
 
     MLX's AdamW already decays decoupled, before the Adam step, and puts eps outside the square
-    root like torch. Two things differ (frameworks_notes.md §3), and this subclass fixes both:
+    root like torch. Two things differ (docs/REPORT.md, MLX), and this subclass fixes both:
       - bias correction is off by default in MLX; torch always applies it;
       - with it on, MLX evaluates beta**step in float32 (even for float64 parameters), and
         1 - 0.999 is then off by 1.3e-5 relative, which shifts every early update by ~6e-6.
@@ -67,25 +70,18 @@ class TorchAdamW(optim.AdamW):
 class MLXTrainer(Trainer):
     """Parameters (stacked by cell), AdamW state and the training set, all as MLX arrays.
 
-    Options: compile=True (mx.compile the whole step: forward, backward and AdamW); parallel
-    (only None/"none": see parallel.py).
     Each step is queued with mx.async_eval, so the host never waits for a loss.
     """
 
-    predict_chunk = 64  # rows per forward in predict(); the (N, B, C, D) activation stays < 0.2 GB
+    predict_chunk = 64  # the (N, B, C, D) activation stays < 0.2 GB at full size
 
-    def __init__(self, backend: Any, params: dict[str, np.ndarray], cfg: spec.TromptConfig,
-                 x_train: np.ndarray, y_train: np.ndarray, lr: float = spec.LR,
-                 weight_decay: float = spec.WEIGHT_DECAY, *, compile: bool = True,
-                 parallel: str | None = None, **options: Any) -> None:
-        if options:
-            raise ValueError(f"unknown option(s) for backend 'mlx': {', '.join(sorted(options))} "
-                             "(known: compile, parallel)")
-        check_parallel(parallel)
-        self.backend, self.cfg, self.lr, self.weight_decay = backend, cfg, lr, weight_decay
-        dtype = MLX_DTYPES[backend.dtype]
-        self.x_train = mx.array(x_train, dtype=dtype)  # on the device once
-        self.y_train = mx.array(y_train, dtype=dtype)
+    def __init__(self, backend: MLXBackend, params: dict[str, np.ndarray], cfg: spec.TromptConfig,
+                 x_train: np.ndarray, y_train: np.ndarray, lr: float, weight_decay: float,
+                 options: dict[str, Any]) -> None:
+        super().__init__(backend, params, cfg, x_train, y_train, lr, weight_decay, options)
+        self.dtype = MLX_DTYPES[backend.dtype]
+        self.x_train = mx.array(x_train, dtype=self.dtype)  # on the device once
+        self.y_train = mx.array(y_train, dtype=self.dtype)
         self.optimizer = TorchAdamW(lr, weight_decay, backend.dtype)
         stacked = to_mlx(stack_cells(params, cfg), backend.dtype)
         self.optimizer.init(stacked)
@@ -99,16 +95,20 @@ class MLXTrainer(Trainer):
             self.device_state["params"] = self.optimizer.apply_gradients(grads, params)
             return loss
 
-        if compile:
+        value_and_grad = mx.value_and_grad(mse_over_cycles)
+        if options["compile"]:
             train_step = mx.compile(train_step, inputs=self.device_state, outputs=self.device_state)
+            value_and_grad = mx.compile(value_and_grad)
         self._train_step = train_step
-        self._forward = mx.compile(forward) if compile else forward
+        self._value_and_grad = value_and_grad
+        self._forward = mx.compile(forward) if options["compile"] else forward
 
-    def step(self, idx: np.ndarray) -> None:
-        self.optimizer.prepare_step()
-        loss = self._train_step(mx.array(np.asarray(idx), dtype=mx.int32), self.x_train, self.y_train)
-        mx.async_eval(loss, self.device_state)
-        self._losses.append(loss)
+    def _run(self, batches: list[np.ndarray]) -> None:
+        for idx in batches:
+            self.optimizer.prepare_step()
+            loss = self._train_step(mx.array(idx, dtype=mx.int32), self.x_train, self.y_train)
+            mx.async_eval(loss, self.device_state)
+            self._losses.append(loss)
 
     def sync(self) -> None:
         mx.eval(self.device_state, self._losses)
@@ -117,13 +117,14 @@ class MLXTrainer(Trainer):
         mx.eval(self._losses)
         return [loss.item() for loss in self._losses]
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        spec.check_x(x, self.cfg)
-        dtype = MLX_DTYPES[self.backend.dtype]
-        rows = range(0, len(x), self.predict_chunk)
-        chunks = [mx.array(x[i:i + self.predict_chunk], dtype=dtype) for i in rows]
-        parts = [np.array(self._forward(self.device_state["params"], chunk)) for chunk in chunks]
-        return np.concatenate(parts)
+    def _predict(self, x: np.ndarray) -> np.ndarray:
+        return np.array(self._forward(self.device_state["params"], mx.array(x, dtype=self.dtype)))
+
+    def _gradients(self, rows: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
+        idx = mx.array(rows, dtype=mx.int32)
+        loss, grads = self._value_and_grad(self.device_state["params"], self.x_train[idx], self.y_train[idx])
+        mx.eval(loss, grads)
+        return loss.item(), unstack_cells(to_numpy(grads), self.cfg)
 
     def params(self) -> dict[str, np.ndarray]:
         mx.eval(self.device_state)
@@ -132,7 +133,6 @@ class MLXTrainer(Trainer):
     def peak_memory_mb(self) -> float | None:
         return mx.get_peak_memory() / 2**20
 
-    # -- checkpointing (keys as in backends/base.py: param/, exp_avg/, exp_avg_sq/, step) ------
     def state(self) -> dict[str, np.ndarray]:
         mx.eval(self.device_state)
         moments = self.optimizer.state
@@ -143,15 +143,37 @@ class MLXTrainer(Trainer):
         out["step"] = np.array(self.optimizer.host_step, dtype=np.int64)
         return out
 
-    def load_state(self, state: dict[str, np.ndarray]) -> None:
+    def _load_state(self, state: dict[str, np.ndarray]) -> None:
         def part(prefix: str) -> dict[str, mx.array]:
             named = {k.split("/", 1)[1]: v for k, v in state.items() if k.startswith(prefix + "/")}
             return to_mlx(stack_cells(named, self.cfg), self.backend.dtype)
 
-        check_state(state, self.cfg)  # every key, every shape: one-line ValueErrors
         params, m, v = part("param"), part("exp_avg"), part("exp_avg_sq")
         self.device_state["params"] = params
         for leaf in params:
             self.optimizer.state[leaf] = {"m": m[leaf], "v": v[leaf]}
         self.optimizer.host_step = int(state["step"])
         self.optimizer.state["step"] = mx.array(int(state["step"]), dtype=mx.uint64)
+
+
+class MLXBackend(Backend):
+    name = "mlx"
+    devices = ("cpu", "gpu")
+    trainer_class = MLXTrainer
+    options = (
+        Option("compile", bool, True, "mx.compile the step (forward, backward, AdamW) and the forward"),
+        PARALLEL_OPTION,
+    )
+
+    def _check_device_present(self) -> None:
+        if self.device == "gpu":
+            if self.dtype == "float64":
+                raise ValueError("MLX supports float64 on the CPU only; use dtype float32 on 'gpu'")
+            if not mx.is_available(mx.gpu):
+                raise ValueError("device 'gpu' requested but MLX sees no GPU "
+                                 "(it needs Metal on macOS, or the mlx[cuda] build)")
+        # One backend per process (bench runs each in its own), so setting the default is enough.
+        mx.set_default_device(mx.gpu if self.device == "gpu" else mx.cpu)
+
+    def versions(self) -> dict[str, str]:
+        return {"mlx": mx.__version__, "mlx_blas": BLAS_IN_USE}
