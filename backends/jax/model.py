@@ -1,11 +1,12 @@
 """The modified Trompt in Flax NNX, with the cells stacked along a leading axis.
 
-Same numbers as `reference/model.py`, computed by the exact rewrites of trompt_spec.md §7-8:
+Same numbers as `reference/model.py`, computed by the exact rewrites of docs/SPEC.md
+(F1-F8 below are its labels):
 
 * "r5" (default): the importance mask once per step (F2), the expansion collapsed (F4), the
   downstream pooling reassociated (F5) and the ln_emb affine folded (F6), so per sample and cell
   nothing bigger than (C, D) exists and the (B, P, C, D) expansion never does; the per-sample
-  part has a hand-derived backward (spec §8; see `r5_pool`), about 2x faster than autodiff's;
+  part has a hand-derived backward (backward.py; see `r5_pool`), about 2x faster than autodiff's;
 * "r5-autodiff": the same forward, differentiated by JAX (kept to show what the hand backward buys);
 * "r3": mask once per step, Y = M E per sample and cell, the head on (B, N, P, D). A second,
   simpler code path, kept as a cross-check and as the "standard optimised" variant to time.
@@ -26,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from backends.jax.backward import R5Inputs, R5Residuals, r5_backward
 from backends.spec import CELL_PARAMS, LN_EPS, TromptConfig
 
 VARIANTS = ("r5", "r5-autodiff", "r3")
@@ -33,7 +35,7 @@ VARIANTS = ("r5", "r5-autodiff", "r3")
 
 def make_layer_norm(d_model: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
     # torch's eps (Flax defaults to 1e-6) and the exact two-pass variance: Flax's default
-    # E[x^2] - E[x]^2 loses digits on Trompt's unscaled, relu'd features (frameworks_notes §1.5).
+    # E[x^2] - E[x]^2 loses digits on Trompt's unscaled, relu'd features.
     return nnx.LayerNorm(d_model, epsilon=LN_EPS, use_fast_variance=False, rngs=rngs)
 
 
@@ -85,106 +87,46 @@ class TromptCell(nnx.Module):
         """
         s, e = self.expansion_scale_shift()
         pool = r5_pool if hand_backward else r5_pool_autodiff
-        return pool(x, self.feature_emb_weight[...], self.feature_emb_bias[...], self.ln_emb.scale[...],
-                    self.ln_emb.bias[...], s, e, mask, v, v0)
+        return pool(R5Inputs(x=x, w=self.feature_emb_weight[...], b=self.feature_emb_bias[...],
+                             gamma=self.ln_emb.scale[...], beta=self.ln_emb.bias[...], s=s, e=e,
+                             mask=mask, v=v, v0=v0))
 
 
 # ---------------------------------------------------------------------------------------------
-# The per-sample part of R5 for one cell, with a hand-derived backward (trompt_spec.md §8).
-#
-# Why by hand: JAX's autodiff of `_r5_forward` makes XLA's CPU compiler materialise several
-# (N, B, C, D) tensors (and even a broadcast of the constant 0 for relu) and reduce over the
-# batch axis with slow generic reductions; the backward then costs ~10x the forward. The hand
-# backward recomputes H = relu(x W + Bias) from the scalars x (F6: E is never stored), keeps
-# only (B, C)-sized intermediates between passes, and sums over the small static batch with
-# plain adds. Both are checked against each other and the reference in float64 (tests).
+# The per-sample part of R5 for one cell; its hand-derived backward is in backward.py.
 
 
-def _r5_forward(x, w, b, gamma, beta, s, e, mask, v, v0):
-    """x (B, C); w, b (C, D); gamma, beta (D,) of ln_emb; s = 1 + w_expand, e (P,); mask (P, C);
-    v (D,), v0 () of the head's dense0. Returns z (B, D) and what the backward needs."""
-    hidden = jax.nn.relu(x[:, :, None] * w + b)  # (B, C, D)
+def r5_forward(inp: R5Inputs) -> tuple[jax.Array, R5Residuals]:
+    """The attention-pooled vector z (B, D) of one cell, and what the backward needs."""
+    hidden = jax.nn.relu(inp.x[:, :, None] * inp.w + inp.b)  # (B, C, D)
     mean = hidden.mean(axis=-1)  # (B, C)
     centred = hidden - mean[..., None]
     rstd = jax.lax.rsqrt((centred * centred).mean(axis=-1) + LN_EPS)  # exact (two-pass) variance
-    u = gamma * v
+    u = inp.gamma * inp.v
     t_raw = centred @ u  # (B, C)
-    t = rstd * t_raw + beta @ v  # t = E v with E = gamma * centred * rstd + beta, E never built
-    m_t = t @ mask.T  # (B, P)
-    logits = s * m_t + e * v.sum() + v0
+    t = rstd * t_raw + inp.beta @ inp.v  # t = E v with E = gamma * centred * rstd + beta, E never built
+    m_t = t @ inp.mask.T  # (B, P)
+    logits = inp.s * m_t + inp.e * inp.v.sum() + inp.v0
     weights = jax.nn.softmax(logits, axis=-1)  # (B, P): the head's pooling weights over prompts
-    alpha = (weights * s) @ mask  # (B, C): column weights of the pooled vector
+    alpha = (weights * inp.s) @ inp.mask  # (B, C): column weights of the pooled vector
     q = alpha * rstd
     zc = jnp.einsum("bc,bcd->bd", q, centred)  # sum_c alpha_c rstd_c centred_c
     a_sum = alpha.sum(-1)
-    z = gamma * zc + beta * a_sum[:, None] + (weights @ e)[:, None]  # (B, D)
-    saved = (x, w, b, gamma, beta, s, e, mask, v, mean, rstd, u, t_raw, t, m_t, weights, alpha, q, zc, a_sum)
-    return z, saved
+    z = inp.gamma * zc + inp.beta * a_sum[:, None] + (weights @ inp.e)[:, None]  # (B, D)
+    return z, R5Residuals(inputs=inp, mean=mean, rstd=rstd, u=u, t_raw=t_raw, t=t, m_t=m_t,
+                          weights=weights, alpha=alpha, q=q, zc=zc, a_sum=a_sum)
 
 
-def r5_pool_autodiff(x, w, b, gamma, beta, s, e, mask, v, v0):
-    return _r5_forward(x, w, b, gamma, beta, s, e, mask, v, v0)[0]
+def r5_pool_autodiff(inp: R5Inputs) -> jax.Array:
+    return r5_forward(inp)[0]
 
 
 @jax.custom_vjp
-def r5_pool(x, w, b, gamma, beta, s, e, mask, v, v0):
-    return _r5_forward(x, w, b, gamma, beta, s, e, mask, v, v0)[0]
+def r5_pool(inp: R5Inputs) -> jax.Array:
+    return r5_forward(inp)[0]
 
 
-def _r5_backward(saved, g_z):
-    x, w, b, gamma, beta, s, e, mask, v, mean, rstd, u, t_raw, t, m_t, weights, alpha, q, zc, a_sum = saved
-    D = w.shape[-1]
-    # z = gamma * zc + beta * a_sum + weights . e
-    g_gamma = (g_z * zc).sum(0)
-    g_beta = g_z.T @ a_sum
-    g_zsum = g_z.sum(-1)  # (B,)
-    g_weights = g_zsum[:, None] * e  # (B, P)
-    g_e = weights.T @ g_zsum
-    g_zc = g_z * gamma  # (B, D)
-    # zc = sum_c q_c centred_c, q = alpha * rstd; centred recomputed from x (one pass over B*C*D)
-    pre = x[:, :, None] * w + b
-    centred = jax.nn.relu(pre) - mean[..., None]
-    g_q = jnp.einsum("bcd,bd->bc", centred, g_zc)
-    g_alpha = (g_z @ beta)[:, None] + g_q * rstd  # (B, C)
-    g_rstd = g_q * alpha
-    # alpha = (weights * s) @ mask
-    g_ws = g_alpha @ mask.T  # (B, P)
-    g_mask = (weights * s).T @ g_alpha
-    g_weights = g_weights + g_ws * s
-    g_s = (g_ws * weights).sum(0)
-    # softmax over prompts
-    g_logits = weights * (g_weights - (weights * g_weights).sum(-1, keepdims=True))
-    # logits = s * (t @ mask.T) + e * sum(v) + v0
-    g_s = g_s + (g_logits * m_t).sum(0)
-    g_mt = g_logits * s
-    g_t = g_mt @ mask  # (B, C)
-    g_mask = g_mask + g_mt.T @ t
-    g_lsum = g_logits.sum(0)  # (P,)
-    g_e = g_e + g_lsum * v.sum()
-    g_v0 = g_lsum.sum()  # zero up to rounding: v0 is a dead parameter (spec F7)
-    # t = rstd * (centred @ u) + beta @ v, u = gamma * v
-    g_rstd = g_rstd + g_t * t_raw
-    g_traw = g_t * rstd
-    g_u = jnp.einsum("bc,bcd->d", g_traw, centred)
-    g_tsum = g_t.sum()
-    g_beta = g_beta + g_tsum * v
-    g_v = (g_lsum @ e) + g_tsum * beta + g_u * gamma
-    g_gamma = g_gamma + g_u * v
-    # rstd = (mean_d centred^2 + eps)^(-1/2), centred = H - mean_d H, H = relu(pre):
-    # g_centred = q g_zc + g_traw u + k centred, and the centring subtracts its mean over d
-    # (sum_d centred = 0, so the k term has mean zero).
-    k = g_rstd * -(rstd ** 3) / D
-    g_centred_mean = (q * g_zc.sum(-1, keepdims=True) + g_traw * u.sum()) / D  # (B, C)
-    g_pre = jnp.where(pre > 0, q[..., None] * g_zc[:, None, :] + g_traw[..., None] * u
-                      + k[..., None] * centred - g_centred_mean[..., None], 0.0)
-    # Sums over the batch as B explicit adds: faster on XLA CPU than a reduction over axis 0.
-    g_w, g_b = x[0, :, None] * g_pre[0], g_pre[0]
-    for i in range(1, x.shape[0]):
-        g_w, g_b = g_w + x[i, :, None] * g_pre[i], g_b + g_pre[i]
-    return (None, g_w, g_b, g_gamma, g_beta, g_s, g_e, g_mask, g_v, g_v0)
-
-
-r5_pool.defvjp(lambda *args: _r5_forward(*args), _r5_backward)
+r5_pool.defvjp(r5_forward, r5_backward)
 
 
 class TromptDownstream(nnx.Module):
@@ -221,7 +163,7 @@ class Trompt(nnx.Module):
         self.tdown = TromptDownstream(cfg, rngs)
 
     def masks(self) -> jax.Array:
-        """(N, P, C) importance masks; every cell gets the model-level prompt (spec F1)."""
+        """(N, P, C) importance masks; every cell gets the model-level prompt (F1)."""
         cell_masks = nnx.vmap(lambda cell, prompt: cell.mask(prompt), in_axes=(0, None))
         return cell_masks(self.tcells, self.prompt[...])
 
