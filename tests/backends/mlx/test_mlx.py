@@ -1,8 +1,8 @@
-"""MLX-specific checks of backends/mlx (the generic parity test over every backend lives in
-tests/test_backend_parity.py).
+"""MLX-specific checks of backends/mlx (the generic contract tests over every backend live in
+tests/contract/).
 
 Oracles: the faithful reference model in float64, numpy (softmax, spec.adamw_update: torch's
-AdamW), and the numpy checking path of the base class (MLX gradients + numpy AdamW).
+AdamW), and MLX's own gradients stepped by that numpy AdamW.
 """
 
 from __future__ import annotations
@@ -10,14 +10,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-mx = pytest.importorskip("mlx.core")
+pytest.importorskip("mlx")
 
+from backends.mlx.train import TorchAdamW  # noqa: E402  (first: it preloads OpenBLAS for mlx.core)
+
+# isort: split
+import mlx.core as mx  # noqa: E402
 import mlx.optimizers as optim  # noqa: E402
 
 import backends  # noqa: E402
 from backends import spec  # noqa: E402
 from backends.base import Backend  # noqa: E402
-from backends.mlx import TorchAdamW, make_backend  # noqa: E402
 from backends.mlx.model import softmax  # noqa: E402
 from tests.backends.problems import CFG, DEAD, problem, rel_err  # noqa: E402
 
@@ -27,12 +30,13 @@ def reference() -> Backend:
     return backends.load("reference", dtype="float64")
 
 
+@pytest.mark.parametrize("compile", [True, False])
 @pytest.mark.parametrize("dtype, tol", [("float64", 1e-12), ("float32", 1e-4)])
-def test_forward_loss_and_every_gradient_match_the_reference(dtype, tol, reference):
+def test_forward_loss_and_every_gradient_match_the_reference(dtype, tol, compile, reference):
     params, x, y = problem(rows=5)
-    ours = make_backend(dtype=dtype)
-    assert rel_err(ours.forward(params, x, CFG), reference.forward(params, x, CFG)) < tol
-    loss, grads = ours.loss_and_grad(params, x, y, CFG)
+    ours = backends.load("mlx", dtype=dtype)
+    assert rel_err(ours.forward(params, x, CFG, compile=compile), reference.forward(params, x, CFG)) < tol
+    loss, grads = ours.loss_and_grad(params, x, y, CFG, compile=compile)
     ref_loss, ref_grads = reference.loss_and_grad(params, x, y, CFG)
     assert abs(loss - ref_loss) / ref_loss < tol
     for name, ref_grad in ref_grads.items():
@@ -94,15 +98,28 @@ def test_torch_adamw_equals_the_numpy_yardstick_and_stock_mlx_does_not():
     assert max(rel_err(stock_out[k] - params[k], updates[k]) for k in params) > 1e-7
 
 
+def gradients_with_numpy_adamw(b: Backend, params: dict, batches: list) -> tuple[dict, list[float]]:
+    """The trainer's computation split in two: MLX gradients (loss_and_grad) and numpy AdamW."""
+    params = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
+    moments = {k: (np.zeros_like(v), np.zeros_like(v)) for k, v in params.items()}
+    losses = []
+    for step, (x, y) in enumerate(batches, start=1):
+        loss, grads = b.loss_and_grad(params, x, y, CFG)
+        for k, g in grads.items():
+            params[k], *moments[k] = spec.adamw_update(params[k], g, *moments[k], step)
+        losses.append(loss)
+    return params, losses
+
+
 def test_trainer_equals_mlx_gradients_with_numpy_adamw_including_a_short_batch():
-    """Compiled trainer (MLX AdamW) vs the base class's path (MLX gradients + spec.adamw_update)."""
+    """Compiled trainer (MLX AdamW) vs MLX gradients + spec.adamw_update."""
     params, x, y = problem(rows=19)
-    b = make_backend(dtype="float64")
+    b = backends.load("mlx", dtype="float64")
     batches = [np.arange(0, 8), np.arange(8, 16), np.arange(16, 19)]  # last one short, like an epoch end
     trainer = b.trainer(params, CFG, x, y)
     trainer.run(batches)
     trainer.sync()
-    expected, expected_losses = Backend.train_steps(b, params, [(x[i], y[i]) for i in batches], CFG)
+    expected, expected_losses = gradients_with_numpy_adamw(b, params, [(x[i], y[i]) for i in batches])
     got = trainer.params()
     assert list(got) == spec.param_names(CFG)
     for name in spec.param_names(CFG):
@@ -111,9 +128,9 @@ def test_trainer_equals_mlx_gradients_with_numpy_adamw_including_a_short_batch()
     assert np.allclose(trainer.losses(), expected_losses, rtol=1e-12, atol=0)
 
 
-def test_compiled_and_eager_steps_agree_and_state_carries_over(reference):
+def test_compiled_and_eager_steps_agree_and_train_steps_state_carries_over():
     params, x, y = problem(rows=16, seed=3)
-    b = make_backend(dtype="float64")
+    b = backends.load("mlx", dtype="float64")
     eager = b.trainer(params, CFG, x, y, compile=False)
     compiled = b.trainer(params, CFG, x, y, compile=True)
     for t in (eager, compiled):
@@ -121,17 +138,18 @@ def test_compiled_and_eager_steps_agree_and_state_carries_over(reference):
     for name in spec.param_names(CFG):
         assert np.abs(eager.params()[name] - compiled.params()[name]).max() < 1e-13, name
 
-    # train_steps in two calls sharing `state` = one call with both batches
+    # train_steps in two calls sharing `state` = one trainer stepping through both batches
     state: dict = {}
     first, _ = b.train_steps(params, [(x[:8], y[:8])], CFG, state=state)
+    assert int(state["step"]) == 1
     second, _ = b.train_steps(first, [(x[8:], y[8:])], CFG, state=state)
     for name in spec.param_names(CFG):
-        assert np.abs(second[name] - compiled.params()[name]).max() < 1e-13, name
+        assert np.array_equal(second[name], compiled.params()[name]), name
 
 
 def test_first_loss_and_predict_match_the_reference(reference):
     params, x, y = problem(rows=70, seed=4)
-    b = make_backend(dtype="float64")
+    b = backends.load("mlx", dtype="float64")
     trainer = b.trainer(params, CFG, x, y)
     before = trainer.predict(x)  # 70 rows: two chunks of 64, the second short
     assert before.shape == (70, CFG.n_cycles)
@@ -144,36 +162,45 @@ def test_first_loss_and_predict_match_the_reference(reference):
 
 def test_bad_inputs_are_one_line_value_errors():
     params, x, y = problem(rows=4)
-    b = make_backend()
+    b = backends.load("mlx")
     cases = [
         (lambda: b.trainer(params, CFG, x, y, no_such_option=1), "no_such_option"),
         (lambda: b.trainer(params, CFG, x, y, parallel="ddp"), "parallel"),
+        (lambda: b.trainer(params, CFG, x, y, compile="maybe"), "compile"),
         (lambda: backends.load("mlx", device="tpu"), "unknown device"),
+        (lambda: backends.load("mlx", device="gpu", dtype="float64"), "float64"),
     ]
     if not mx.is_available(mx.gpu):
         cases.append((lambda: backends.load("mlx", device="gpu"), "no GPU"))
-    else:
-        cases.append((lambda: backends.load("mlx", device="gpu", dtype="float64"), "float64"))
     for call, message in cases:
         with pytest.raises(ValueError, match=message) as info:
             call()
         assert "\n" not in str(info.value)
 
 
-def test_checkpoint_state_resumes_bit_for_bit():
+def test_blas_is_chosen_before_mlx_core_and_reported():
+    assert "BLAS" in backends.load("mlx").versions()["mlx_blas"]
+
+
+@pytest.mark.parametrize("compile", [True, False])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_checkpoint_state_resumes_bit_for_bit(dtype, compile):
     params, x, y = problem(rows=24, seed=5)
-    b = make_backend(dtype="float64")
+    b = backends.load("mlx", dtype=dtype)
     batches = [np.arange(0, 8), np.arange(8, 16), np.arange(16, 24)]
-    straight = b.trainer(params, CFG, x, y)
+    straight = b.trainer(params, CFG, x, y, compile=compile)
     straight.run(batches)
-    first = b.trainer(params, CFG, x, y)
+    first = b.trainer(params, CFG, x, y, compile=compile)
     first.run(batches[:2])
     saved = first.state()
     assert int(saved["step"]) == 2 and set(saved) >= {f"exp_avg_sq/{k}" for k in spec.param_names(CFG)}
-    resumed = b.trainer(spec.init_params(CFG, seed=9, dtype="float64"), CFG, x, y)  # other params
+    resumed = b.trainer(spec.init_params(CFG, seed=9, dtype=dtype), CFG, x, y, compile=compile)  # other params
     resumed.load_state(saved)
     resumed.run(batches[2:])
-    for name, value in straight.params().items():
-        assert np.array_equal(resumed.params()[name], value), name
+    assert resumed.losses() == straight.losses()[2:]
+    end, expected = resumed.state(), straight.state()
+    assert set(end) == set(expected)
+    for key, value in expected.items():
+        assert end[key].dtype == value.dtype and np.array_equal(end[key], value), key
     with pytest.raises(ValueError, match="lacks exp_avg/prompt"):
         resumed.load_state({k: v for k, v in saved.items() if k != "exp_avg/prompt"})
