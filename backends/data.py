@@ -152,6 +152,13 @@ def _check_split(x: np.ndarray, y: np.ndarray, path: Path, notes: list[str]) -> 
     for name, a in (("X", x), ("Y", y)):
         if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
             raise DataError(f"{path}: {name} has dtype {a.dtype}, expected numbers")
+    for name, a in (("X", x), ("Y", y)):
+        if np.issubdtype(a.dtype, np.floating) and np.isinf(a).any():
+            where = np.argwhere(np.isinf(a))[0]
+            at = f"row {where[0]}, column {where[1]}" if a.ndim == 2 else f"row {where[0]}"
+            raise DataError(f"{path}: {name} holds {a[tuple(where)]} at {at} ({int(np.isinf(a).sum())} in all); "
+                            "the original's nan_to_num would turn it into the largest float, which "
+                            "overflows the model: remove or clip it")
     if x.dtype != np.float32:
         notes.append(f"{path.name}: X converted from {x.dtype} to float32 (the model runs on float32 input)")
         x = x.astype(np.float32)

@@ -2,30 +2,45 @@
 
     python -m bench --backend torch --device cpu --seconds 20 --json out.json   # time (default)
     python -m bench train --backend torch --epochs 5                           # the original protocol
-    python -m bench check --backend jax --dtype float64                        # vs the reference
-    python -m bench compare results/a.json results/b.json                      # markdown table
+    python -m bench check --backend jax --dtype float64 --opt variant=r3       # vs the float64 reference
+    python -m bench options --backend torch                                    # what --opt accepts
+    python -m bench list                                                       # registered backends
     python -m bench all                                                        # what `make bench` runs
     python -m bench ladder --backend torch --device cpu                        # torch speed-up ladder
-    python -m bench minitorch                                                  # minitorch fast ops
+    python -m bench compare runs/X/*.json | report | minitorch
 
-Bad input (unknown backend/device/option, bad data path, malformed file) prints one line on
+Bad input (unknown backend/device/option, a number out of range, bad data) prints one line on
 stderr and exits with code 2. Frameworks are imported only through `backends.load`.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
-import importlib.util
+import importlib.metadata
 import os
 import sys
+from collections.abc import Callable
 
 import backends
 from backends import spec
 
-SUBCOMMANDS = ("time", "train", "check", "compare", "all", "ladder", "minitorch", "report")
-# Sub-commands implemented in their own modules (owned by the issue that brings them).
-PLUGINS = {"ladder": "bench.ladder", "minitorch": "bench.minitorch_bench", "report": "bench.report"}
+# Command name -> (module that implements it, one-line description). Each module has
+# add_arguments(parser) and run(args) -> exit code.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "time": ("bench.commands", "time training steps of one backend (the default command)"),
+    "train": ("bench.commands", "run the original training protocol and print the validation MAE"),
+    "check": ("bench.commands", "compare a configured trainer with the float64 reference trainer"),
+    "options": ("bench.commands", "list the trainer options (--opt) a backend accepts"),
+    "list": ("bench.commands", "list the registered backends and whether each is installed"),
+    "calibrate": ("bench.commands", "derive the float32 check tolerances from the reference's own rounding"),
+    "compare": ("bench.commands", "markdown table of result files with speed ratios"),
+    "all": ("bench.run_all", "time every installed backend, one process each (what `make bench` runs)"),
+    "ladder": ("bench.ladder", "the torch speed-up ladder, every rung timed and checked in one run"),
+    "report": ("bench.report", "rebuild the results section of docs/REPORT.md from result files"),
+    "minitorch": ("bench.minitorch_bench", "time minitorch's fast ops against its simple ops and numpy"),
+}
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -35,29 +50,47 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"error: {self.prog}: {message}\n")
 
 
-def parse_value(text: str) -> object:
-    lowered = text.lower()
-    if lowered in ("true", "yes", "on"):
-        return True
-    if lowered in ("false", "no", "off"):
-        return False
-    if lowered in ("none", "null"):
-        return None
-    for cast in (int, float):
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Help that shows every default and keeps the descriptions' line breaks."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Numbers checked where flags are parsed
+
+
+def at_least(minimum: float, kind: type = int) -> Callable[[str], object]:
+    def parse(text: str) -> object:
         try:
-            return cast(text)
+            value = kind(text)
         except ValueError:
-            pass
-    return text
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if value != value or value in (float("inf"), float("-inf")) or value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum:g}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
 
 
-def parse_options(pairs: list[str], parallel: str | None = None) -> dict:
+def positive_number(text: str) -> float:
+    value = at_least(0.0, float)(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value  # type: ignore[return-value]
+
+
+positive_int, count = at_least(1), at_least(0)
+
+
+def parse_options(pairs: list[str], parallel: str | None = None) -> dict[str, str]:
+    """`--opt key=value` pairs as text; the backend parses each against its declared options."""
     options = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ValueError(f"--opt expects key=value, got {pair!r}")
-        options[key] = parse_value(value)
+        options[key] = value
     if parallel:
         options["parallel"] = parallel
     return options
@@ -69,188 +102,101 @@ def is_main_process() -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# Arguments shared by several sub-commands
+# Arguments shared by several commands
 
 
-def add_backend_args(p: argparse.ArgumentParser, default_backend: str | None = None) -> None:
-    p.add_argument("--backend", default=default_backend, required=default_backend is None,
+def add_backend_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--backend", required=required, default=None if required else "torch",
                    help=f"one of {', '.join(backends.REGISTRY)}")
     p.add_argument("--device", default="cpu", help="cpu, cuda, gpu, tpu, xla (what the backend offers)")
     p.add_argument("--dtype", default="float32", choices=spec.DTYPES)
 
 
+def add_trainer_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="trainer option, repeatable (`bench options --backend X` lists them)")
+    p.add_argument("--parallel", default=None, help="multi-device mode (an option too), e.g. ddp, cells, "
+                   "pmap, sharding")
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    defaults = spec.TromptConfig()
+    p.add_argument("--n-prompts", type=positive_int, default=defaults.n_prompts)
+    p.add_argument("--d-model", type=positive_int, default=defaults.d_model)
+    p.add_argument("--n-cycles", type=positive_int, default=defaults.n_cycles)
+
+
 def add_run_args(p: argparse.ArgumentParser) -> None:
+    add_trainer_args(p)
     p.add_argument("--data", default="synthetic:small",
                    help="synthetic:tiny|small|full, or a directory with train.pt/val.pt or train.npz/val.npz")
-    p.add_argument("--batch-size", type=int, default=spec.BATCH_SIZE, help="8 is the original protocol")
-    p.add_argument("--seed", type=int, default=spec.SEED)
-    p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
-                   help="backend trainer option, repeatable (e.g. variant=r5, compile=true, amp=bf16)")
-    p.add_argument("--parallel", default=None, help="multi-device mode, e.g. ddp, cells, pmap, sharding")
-    p.add_argument("--n-prompts", type=int, default=128)
-    p.add_argument("--d-model", type=int, default=128)
-    p.add_argument("--n-cycles", type=int, default=6)
+    p.add_argument("--batch-size", type=positive_int, default=spec.BATCH_SIZE,
+                   help="8 is the original protocol; another size is not the original computation")
+    p.add_argument("--seed", type=count, default=spec.SEED)
+    add_model_args(p)
+    add_output_args(p)
+
+
+def add_output_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", default=None, metavar="PATH", help="write the result as JSON (atomically)")
+    p.add_argument("--force", action="store_true", help="replace an existing --json file")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
-def config_for(args: argparse.Namespace, n_columns: int) -> spec.TromptConfig:
-    return spec.TromptConfig(n_columns=n_columns, n_prompts=args.n_prompts, d_model=args.d_model,
-                             n_cycles=args.n_cycles)
-
-
-def check_batch_size(batch_size: int) -> None:
-    if batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="bench", description=__doc__.split("\n\n")[0],
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", parser_class=OneLineParser)
-
-    p = sub.add_parser("time", help="time training steps of one backend (the default command)")
-    add_backend_args(p)
-    add_run_args(p)
-    p.add_argument("--steps", type=int, default=None, help="timed steps per repeat (default: from --seconds)")
-    p.add_argument("--seconds", type=float, default=20.0, help="time budget for the timed repeats")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps first; the first is the compile time")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--check", action="store_true", help="also run the equivalence check and record it")
-
-    p = sub.add_parser("train", help="run the original training protocol and print validation MAE")
-    add_backend_args(p)
-    add_run_args(p)
-    p.add_argument("--epochs", type=int, default=spec.EPOCHS)
-    p.add_argument("--max-steps", type=int, default=None, help="cap the steps per epoch (smoke runs)")
-    p.add_argument("--checkpoint-dir", default=None, help="save checkpoints (npz + json, atomic) here")
-    p.add_argument("--checkpoint-every", type=int, default=0, metavar="K",
-                   help="save every K steps (0: only at the end of the run)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from the newest checkpoint in --checkpoint-dir")
-
-    p = sub.add_parser("check", help="compare a backend with the float64 reference (forward, grads, AdamW)")
-    add_backend_args(p)
-    p.add_argument("--all-rows", action="store_true", help="one row per parameter tensor")
-    p.add_argument("--json", default=None, metavar="PATH")
-
-    p = sub.add_parser("compare", help="markdown table of result JSON files with speed ratios")
-    p.add_argument("files", nargs="+")
-    p.add_argument("--force", action="store_true", help="compare results of different configs anyway")
-
-    p = sub.add_parser("all", help="time every installed backend in one run (what `make bench` does)")
-    p.add_argument("--backends", default=None, help="comma-separated subset (default: all installed)")
-    p.add_argument("--data", default="synthetic:small")
-    p.add_argument("--batch-size", type=int, default=spec.BATCH_SIZE)
-    p.add_argument("--dtype", default="float32", choices=spec.DTYPES)
-    p.add_argument("--seconds", type=float, default=15.0, help="time budget per backend")
-    p.add_argument("--reference-seconds", type=float, default=40.0, help="time budget for the reference")
-    p.add_argument("--out", default="results", help="directory for the JSON files and the table")
-
-    for name, module in PLUGINS.items():
-        if importlib.util.find_spec(module) is not None:
-            plugin = importlib.import_module(module)
-            p = sub.add_parser(name, help=(plugin.__doc__ or name).strip().splitlines()[0])
-            plugin.add_arguments(p)
+    parser = OneLineParser(prog="bench", description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"bench (trompt-bench {project_version()})")
+    sub = parser.add_subparsers(dest="command", parser_class=OneLineParser, metavar="COMMAND")
+    for name, (_, description) in COMMANDS.items():
+        p = sub.add_parser(name, help=description, description=description, formatter_class=HelpFormatter)
+        command_parts(name)[0](p)
     return parser
 
 
-# ---------------------------------------------------------------------------------------------
-# Sub-commands
+def command_parts(name: str) -> tuple[Callable, Callable]:
+    """(add_arguments, run) of a command: from its module's COMMANDS table, or the module itself."""
+    module = importlib.import_module(COMMANDS[name][0])
+    if hasattr(module, "COMMANDS"):
+        return module.COMMANDS[name]
+    return module.add_arguments, module.run
 
 
-def cmd_time(args: argparse.Namespace) -> int:
-    from backends.data import load_dataset
-    from bench import results
-    from bench.check import check_backend
-    from bench.timing import time_training
-
-    check_batch_size(args.batch_size)
-    options = parse_options(args.opt, args.parallel)
-    backends.load(args.backend, device=args.device, dtype=args.dtype)  # fail fast on bad names
-    dataset = load_dataset(args.data, seed=args.seed)
-    for note in dataset.notes:
-        print(f"note: {note}", file=sys.stderr)
-    cfg = config_for(args, dataset.n_columns)
-    result = time_training(args.backend, args.device, args.dtype, dataset, cfg, args.batch_size,
-                           args.warmup, args.repeats, args.steps, args.seconds, args.seed, options,
-                           progress=not args.quiet and is_main_process())
-    if args.check:
-        verdict = check_backend(args.backend, args.device, args.dtype)
-        result["equivalence"] = {k: verdict[k] for k in ("verdict", "max_rel_dev", "tolerance", "config")}
-    if is_main_process():
-        print(f"{result['backend']} {result['device']} {result['dtype']}: "
-              f"{result['samples_per_sec']:,.1f} samples/s, {result['step_time_ms']:.2f} ms/step "
-              f"(batch {result['batch_size']}), first step {result['compile_time_s']:.2f} s")
-        if args.json:
-            results.write_json_atomic(args.json, result)
-    return 0
+def project_version() -> str:
+    try:
+        return importlib.metadata.version("trompt-bench")
+    except importlib.metadata.PackageNotFoundError:
+        return "source checkout"
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from backends.data import load_dataset
-    from bench import results
-    from bench.train import train
-
-    check_batch_size(args.batch_size)
-    options = parse_options(args.opt, args.parallel)
-    backends.load(args.backend, device=args.device, dtype=args.dtype)
-    dataset = load_dataset(args.data, seed=args.seed)
-    for note in dataset.notes:
-        print(f"note: {note}", file=sys.stderr)
-    cfg = config_for(args, dataset.n_columns)
-    out = train(args.backend, args.device, args.dtype, dataset, cfg, args.epochs, args.batch_size,
-                args.seed, options, args.max_steps, progress=not args.quiet and is_main_process(),
-                checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every,
-                resume=args.resume)
-    out.pop("params")
-    if args.json and is_main_process():
-        results.write_json_atomic(args.json, out)
-    return 0
-
-
-def cmd_check(args: argparse.Namespace) -> int:
-    from bench import results
-    from bench.check import check_backend, format_report
-
-    verdict = check_backend(args.backend, args.device, args.dtype)
-    print(format_report(verdict, full=args.all_rows))
-    if args.json:
-        results.write_json_atomic(args.json, verdict)
-    return 0 if verdict["verdict"] == "pass" else 1
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    from bench import results
-
-    loaded = [results.read_result(f) for f in args.files]
-    keys = {results.comparable_key(r) for r in loaded}
-    if len(keys) > 1 and not args.force:
-        raise ValueError("these results used different configs, batch sizes or data; pass --force to "
-                         "compare them anyway")
-    print(results.markdown_table(loaded))
-    return 0
-
-
-def cmd_all(args: argparse.Namespace) -> int:
-    from bench.run_all import run_all
-
-    return run_all(args)
+def normalise_argv(argv: list[str]) -> list[str]:
+    """`python -m bench --backend X` means `bench time --backend X`; a mistyped or misplaced
+    command is a one-line error with a hint."""
+    if not argv or argv[0] in ("-h", "--help", "--version") or argv[0] in COMMANDS:
+        return argv
+    if not argv[0].startswith("-"):
+        close = difflib.get_close_matches(argv[0], COMMANDS, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else f"; commands: {', '.join(COMMANDS)}"
+        raise SystemExit(f"error: bench: unknown command '{argv[0]}'{hint}")
+    misplaced = [a for a in argv if a in COMMANDS]
+    if misplaced:
+        raise SystemExit(f"error: bench: the command goes first: bench {misplaced[0]} "
+                         f"{' '.join(a for a in argv if a != misplaced[0])}")
+    return ["time", *argv]
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help")):
-        argv.insert(0, "time")  # `python -m bench --backend X` is the time command
     parser = build_parser()
+    if not argv:
+        parser.print_help()
+        return 0
+    try:
+        argv = normalise_argv(argv)
+    except SystemExit as e:
+        print(e, file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
-    handlers = {"time": cmd_time, "train": cmd_train, "check": cmd_check, "compare": cmd_compare,
-                "all": cmd_all}
-    handler = handlers.get(args.command)
-    if handler is None:
-        if args.command not in PLUGINS or importlib.util.find_spec(PLUGINS[args.command]) is None:
-            parser.error(f"the {args.command!r} command is not available in this checkout")
-        handler = importlib.import_module(PLUGINS[args.command]).run
+    handler = command_parts(args.command)[1]
     try:
         return handler(args)
     except ValueError as e:  # bad input: one line, exit 2

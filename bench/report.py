@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import sys
 from pathlib import Path
 
 from bench import output
-from bench import results as results_mod
+from bench.results import equivalence_text, label, number, read_result, setting_key, speed_text
 
 BEGIN = "<!-- results:begin -->"
 END = "<!-- results:end -->"
@@ -80,37 +79,16 @@ def load_results(results_dir: Path) -> tuple[list[dict], list[dict], list[str]]:
             ladders.append({**raw, "_file": path.name})
             continue
         try:
-            record = check_fields(results_mod.read_result(path), path)
+            record = read_result(path)
         except ValueError as e:
             notes.append(f"note: skipped {path}: {str(e).splitlines()[0]}")
             continue
-        timings.append({**record, "_file": path.name})
+        timings.append(record)
     return timings, ladders, notes
-
-
-def check_fields(record: dict, path: Path) -> dict:
-    """The fields the tables compute with must have the right types (read_result checks presence)."""
-    sps, batch = record["samples_per_sec"], record["batch_size"]
-    if not is_number(sps) or sps <= 0:
-        raise ValueError(f"result file {path} has samples_per_sec {sps!r}, not a positive number")
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ValueError(f"result file {path} has batch_size {batch!r}, not a positive integer")
-    if not isinstance(record["config"], dict):
-        raise ValueError(f"result file {path} has a config that is not an object")
-    return record
-
-
-def is_number(value: object) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
 
 
 # ---------------------------------------------------------------------------------------------
 # Grouping and ratios
-
-
-def setting_key(r: dict) -> tuple[str, int, str]:
-    """What must be equal for two speeds to be compared: data, batch size and model config."""
-    return (str(r.get("data")), r["batch_size"], json.dumps(r["config"], sort_keys=True))
 
 
 def setting_text(key: tuple[str, int, str]) -> str:
@@ -153,46 +131,18 @@ def speedup_vs_reference(r: dict, rows: list[dict]) -> float | None:
 # Markdown
 
 
-def label(r: dict) -> str:
-    """backend, dtype and options: what distinguishes two rows of one table."""
-    opts = ", ".join(f"{k}={v}" for k, v in (r.get("options") or {}).items() if v is not None)
-    return f"{r['backend']} {r.get('dtype', '?')}" + (f" ({opts})" if opts else "")
-
-
 def cell(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def number(value: object, fmt: str) -> str:
-    return format(value, fmt) if is_number(value) else "-"
-
-
-def speed_text(sps: float) -> str:
-    """Three significant digits below 10 samples/s (the reference runs at ~0.1), one decimal above."""
-    return format(sps, ",.1f") if sps >= 10 else format(sps, ".3g")
-
-
-def equivalence_text(r: dict) -> str:
-    eq = r.get("equivalence")
-    if not isinstance(eq, dict) or "verdict" not in eq:
-        return "not checked"
-    return f"{eq['verdict']} ({number(eq.get('max_rel_dev'), '.1e')})"
-
-
 def markdown_table(rows: list[dict]) -> str:
-    lines = [
-        "| backend, dtype (options) | samples/s | × reference | step ms | compile s | peak MB "
-        "| equivalence | file |",
-        "|---|---:|---:|---:|---:|---:|---|---|",
-    ]
-    for r in rows:
-        ratio = speedup_vs_reference(r, rows)
-        lines.append(
-            f"| {cell(label(r))} | {speed_text(r['samples_per_sec'])} | {number(ratio, ',.2f')} | "
-            f"{number(r.get('step_time_ms'), ',.2f')} | {number(r.get('compile_time_s'), ',.2f')} | "
-            f"{number(r.get('peak_memory_mb'), ',.0f')} | {cell(equivalence_text(r))} | "
-            f"`{cell(r['_file'])}` |")
-    return "\n".join(lines)
+    header = ["backend, dtype (options)", "samples/s", "× reference", "step ms", "first step s", "peak MB",
+              "equivalence", "file"]
+    body = [[cell(label(r)), speed_text(r["samples_per_sec"]), number(speedup_vs_reference(r, rows), ",.2f"),
+             number(r.get("step_time_ms"), ",.2f"), number(r.get("compile_time_s"), ",.2f"),
+             number(r.get("peak_memory_mb"), ",.0f"), cell(equivalence_text(r)), f"`{cell(r['_file'])}`"]
+            for r in rows]
+    return output.markdown_table(header, body, "lrrrrrll")
 
 
 def render_section(groups: dict[str, dict[tuple, list[dict]]], ladders: list[dict], charts: dict[str, str],

@@ -44,7 +44,8 @@ def batch_stream(n_train: int, batch_size: int, seed: int) -> Iterator[np.ndarra
         yield from data_mod.epoch_batches(n_train, batch_size, epoch, seed)
 
 
-def warmup_batches(stream: Iterator[np.ndarray], warmup: int, n_train: int, batch_size: int) -> list[np.ndarray]:
+def warmup_batches(stream: Iterator[np.ndarray], warmup: int, n_train: int,
+                   batch_size: int) -> list[np.ndarray]:
     """`warmup` batches of the stream, plus one short batch when epochs end in one (its shape is
     new to a compiler that specialises on shapes, e.g. torch.compile with dynamic=False)."""
     batches = [next(stream) for _ in range(warmup)]

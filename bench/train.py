@@ -9,6 +9,8 @@ uninterrupted run would have produced.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import time
 
@@ -34,11 +36,30 @@ def predict_all(trainer: backends.Trainer, x: np.ndarray,
 def train(backend_name: str, device: str, dtype: str, dataset: data_mod.Dataset, cfg: TromptConfig,
           epochs: int = spec.EPOCHS, batch_size: int = spec.BATCH_SIZE, seed: int = spec.SEED,
           options: dict | None = None, max_steps: int | None = None, progress: bool = True,
-          checkpoint_dir: str | None = None, checkpoint_every: int = 0, resume: bool = False) -> dict:
+          checkpoint_dir: str | None = None, checkpoint_every: int = 0, resume: bool = False,
+          overwrite: bool = False) -> dict:
+    if epochs < 1:
+        raise ValueError(f"--epochs must be >= 1, got {epochs}")
     if checkpoint_every < 0:
         raise ValueError(f"--checkpoint-every must be >= 0, got {checkpoint_every}")
-    if (checkpoint_every or resume) and not checkpoint_dir:
-        raise ValueError("--checkpoint-every and --resume need --checkpoint-dir")
+    if (checkpoint_every or resume or overwrite) and not checkpoint_dir:
+        raise ValueError("--checkpoint-every, --resume and --overwrite need --checkpoint-dir")
+    # One run per checkpoint directory, locked for the whole run: a directory holding checkpoints is
+    # refused unless resumed (same run) or overwritten. Under torchrun rank 0 locks and writes for all.
+    with (checkpoint.open_run(checkpoint_dir, resume=resume, overwrite=overwrite)
+          if checkpoint_dir and _writes_checkpoints() else contextlib.nullcontext()):
+        return _train(backend_name, device, dtype, dataset, cfg, epochs, batch_size, seed, options, max_steps,
+                      progress, checkpoint_dir, checkpoint_every, resume)
+
+
+def _writes_checkpoints() -> bool:
+    """Under torchrun every rank computes the (collective) state, only rank 0 writes it."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _train(backend_name: str, device: str, dtype: str, dataset: data_mod.Dataset, cfg: TromptConfig,
+           epochs: int, batch_size: int, seed: int, options: dict | None, max_steps: int | None,
+           progress: bool, checkpoint_dir: str | None, checkpoint_every: int, resume: bool) -> dict:
     options = dict(options or {})
     backend = backends.load(backend_name, device=device, dtype=dtype)
     trainer = backend.trainer(spec.init_params(cfg, seed, dtype), cfg, dataset.x_train, dataset.y_train,
@@ -54,6 +75,11 @@ def train(backend_name: str, device: str, dtype: str, dataset: data_mod.Dataset,
     if resume:
         state, done_losses, meta = checkpoint.load_latest(checkpoint_dir)
         checkpoint.check_same_run(meta, identity)
+        if meta["epoch"] >= epochs:
+            at = meta["epoch"]
+            raise ValueError(f"the checkpoint in {checkpoint_dir} is at epoch {at} of a "
+                             f"{meta.get('epochs', '?')}-epoch run; --epochs must be larger than {at} to "
+                             f"continue it (got {epochs})")
         trainer.load_state(state)
         epoch0, batch0, history = meta["epoch"], meta["batch_in_epoch"], meta["history"]
         print(f"resumed from step {meta['global_step']} (epoch {epoch0 + 1}, batch {batch0})",
@@ -106,4 +132,6 @@ def _save(directory: str, trainer: backends.Trainer, losses: list[float], identi
           batch_in_epoch: int, history: list) -> None:
     meta = {**identity, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "global_step": len(losses),
             "history": history}
-    checkpoint.save(directory, trainer.state(), losses, meta)
+    state = trainer.state()  # collective under torchrun: every rank computes it
+    if _writes_checkpoints():
+        checkpoint.save(directory, state, losses, meta)

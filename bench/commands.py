@@ -1,0 +1,204 @@
+"""The commands that drive one backend: time, train, check, options, list, compare.
+
+Each has an `add_*` function (its flags) and a `cmd_*` function (what it does); COMMANDS pairs
+them for bench/cli.py. Every number a user types is range-checked when the flags are parsed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import backends
+from backends import spec
+from bench import cli, output
+
+
+def add_time(p: argparse.ArgumentParser) -> None:
+    cli.add_backend_args(p)
+    cli.add_run_args(p)
+    p.add_argument("--steps", type=cli.positive_int, default=None,
+                   help="timed steps per repeat (default: as many as --seconds allows)")
+    p.add_argument("--seconds", type=cli.positive_number, default=20.0,
+                   help="time budget for the timed repeats")
+    p.add_argument("--warmup", type=cli.positive_int, default=3,
+                   help="untimed steps first (plus the short last batch); the first is the compile time")
+    p.add_argument("--repeats", type=cli.positive_int, default=3)
+    p.add_argument("--check", action="store_true",
+                   help="also check this exact configuration against the float64 reference and record it")
+
+
+def add_train(p: argparse.ArgumentParser) -> None:
+    cli.add_backend_args(p)
+    cli.add_run_args(p)
+    p.add_argument("--epochs", type=cli.positive_int, default=spec.EPOCHS)
+    p.add_argument("--max-steps", type=cli.positive_int, default=None,
+                   help="cap the steps per epoch (smoke runs)")
+    p.add_argument("--checkpoint-dir", default=None, help="save checkpoints (npz + json, atomic) here")
+    p.add_argument("--checkpoint-every", type=cli.count, default=0, metavar="K",
+                   help="save every K steps (0: only at the end of each epoch)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest checkpoint in --checkpoint-dir")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in a --checkpoint-dir that holds another run's checkpoints")
+
+
+def add_check(p: argparse.ArgumentParser) -> None:
+    from bench import check
+
+    cli.add_backend_args(p)
+    cli.add_trainer_args(p)
+    p.add_argument("--steps", type=check.at_least_three, default=check.STEPS,
+                   help="optimizer steps compared (the last one on a short batch)")
+    p.add_argument("--seed", type=cli.count, default=spec.SEED)
+    p.add_argument("--all-rows", action="store_true", help="one row per parameter tensor")
+    cli.add_output_args(p)
+
+
+def add_options(p: argparse.ArgumentParser) -> None:
+    cli.add_backend_args(p)
+
+
+def add_list(p: argparse.ArgumentParser) -> None:
+    del p  # no flags
+
+
+def add_compare(p: argparse.ArgumentParser) -> None:
+    p.add_argument("files", nargs="+", help="result JSON files of `bench time` (other files are skipped)")
+    p.add_argument("--baseline", default=None,
+                   help="backend (or file) the ratios are taken against (default: reference if present, "
+                        "else the slowest)")
+    p.add_argument("--force", action="store_true", help="compare results of different settings anyway")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def load_data(args: argparse.Namespace):  # -> (dataset, config)
+    from backends.data import load_dataset
+
+    dataset = load_dataset(args.data, seed=args.seed)
+    for note in dataset.notes:
+        print(f"note: {note}", file=sys.stderr)
+    cfg = spec.TromptConfig(n_columns=dataset.n_columns, n_prompts=args.n_prompts, d_model=args.d_model,
+                            n_cycles=args.n_cycles)
+    return dataset, cfg
+
+
+def refuse_existing(path: str | None, force: bool) -> None:
+    if path and Path(path).exists() and not force:
+        raise ValueError(f"{path} exists; pass --force to replace it, or choose another --json path")
+
+
+def cmd_time(args: argparse.Namespace) -> int:
+    from bench.check import check_trainer
+    from bench.timing import time_training
+
+    refuse_existing(args.json, args.force)
+    options = cli.parse_options(args.opt, args.parallel)
+    backend = backends.load(args.backend, device=args.device, dtype=args.dtype)
+    options = backend.parse_options(options)  # bad options fail before the data is made
+    dataset, cfg = load_data(args)
+    progress = not args.quiet and cli.is_main_process()
+    result = time_training(args.backend, args.device, args.dtype, dataset, cfg, args.batch_size,
+                           args.warmup, args.repeats, args.steps, args.seconds, args.seed, options,
+                           progress=progress)
+    if args.check:
+        verdict = check_trainer(args.backend, args.device, args.dtype, options, batch_size=args.batch_size)
+        result["equivalence"] = {k: verdict[k] for k in ("verdict", "worst", "deviations", "tolerances")}
+    if cli.is_main_process():
+        eq = result["equivalence"]
+        print(f"{result['backend']} {result['device']} {result['dtype']}: "
+              f"{result['samples_per_sec']:,.1f} samples/s, {result['step_time_ms']:.2f} ms/step "
+              f"(batch {result['batch_size']}), first step {result['compile_time_s']:.2f} s"
+              + (f"; check: {eq['verdict']}" if eq else ""))
+        if args.json:
+            output.write_json(args.json, result)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from bench.train import train
+
+    refuse_existing(args.json, args.force)
+    options = cli.parse_options(args.opt, args.parallel)
+    options = backends.load(args.backend, device=args.device, dtype=args.dtype).parse_options(options)
+    dataset, cfg = load_data(args)
+    out = train(args.backend, args.device, args.dtype, dataset, cfg, args.epochs, args.batch_size,
+                args.seed, options, args.max_steps, progress=not args.quiet and cli.is_main_process(),
+                checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every,
+                resume=args.resume, overwrite=args.overwrite)
+    out.pop("params")
+    if args.json and cli.is_main_process():
+        output.write_json(args.json, out)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from bench.check import check_trainer, format_report
+
+    refuse_existing(args.json, args.force)
+    options = cli.parse_options(args.opt, args.parallel)
+    verdict = check_trainer(args.backend, args.device, args.dtype, options, steps=args.steps, seed=args.seed)
+    if cli.is_main_process():
+        print(format_report(verdict, full=args.all_rows))
+        if args.json:
+            output.write_json(args.json, verdict)
+    return 1 if verdict["verdict"] == "FAIL" else 0
+
+
+def cmd_options(args: argparse.Namespace) -> int:
+    backend = backends.load(args.backend, device=args.device, dtype=args.dtype)
+    print(f"trainer options of backend {backend.name!r} (--opt KEY=VALUE):")
+    for option in backend.options:
+        exact = "" if option.exact is None else f" [exact only for {', '.join(map(str, option.exact))}]"
+        print(f"  {option.describe()}{exact}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    del args
+    for name, reg in backends.REGISTRY.items():
+        state = "installed" if reg.installed() else f"not installed (pip install -e '.[{reg.extra}]')"
+        print(f"{name:10s} {state}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from bench import results
+
+    loaded, skipped = results.read_timing_results(args.files)
+    for path, why in skipped:
+        print(f"note: skipped {path}: {why}", file=sys.stderr)
+    if not loaded:
+        raise ValueError("none of the files is a `bench time` result")
+    keys = {results.setting_key(r) for r in loaded}
+    if len(keys) > 1 and not args.force:
+        raise ValueError("these results used different configs, batch sizes or data; pass --force to "
+                         "compare them anyway")
+    print(results.comparison_table(loaded, results.pick_baseline(loaded, args.baseline)))
+    return 0
+
+
+def add_calibrate(p: argparse.ArgumentParser) -> None:
+    from bench import check
+
+    check.add_calibrate(p)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from bench import check
+
+    return check.cmd_calibrate(args)
+
+
+COMMANDS = {
+    "time": (add_time, cmd_time),
+    "train": (add_train, cmd_train),
+    "check": (add_check, cmd_check),
+    "options": (add_options, cmd_options),
+    "list": (add_list, cmd_list),
+    "compare": (add_compare, cmd_compare),
+    "calibrate": (add_calibrate, cmd_calibrate),
+}
