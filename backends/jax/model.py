@@ -22,6 +22,10 @@ LayerNorm's weight is called `scale`. Shapes: B batch, C columns, P prompts, D d
 
 from __future__ import annotations
 
+from backends.jax import xla_flags  # noqa: F401  (it sets XLA_FLAGS, so it must precede jax)
+
+# isort: split
+
 import jax
 import jax.numpy as jnp
 import numpy as np

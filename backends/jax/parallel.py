@@ -10,7 +10,7 @@ Modes (the train step itself is the same function in every mode, see train.py):
             inserts the gradient all-reduce because the loss is a mean over the global batch.
   pmap      the same data parallelism the classic way: jax.pmap over a per-device step that sums
             losses and gradients with lax.psum (JAX keeps pmap in maintenance mode).
-  cells     the N cells split over the devices (trompt_spec.md F8): each device holds its cells'
+  cells     the N cells split over the devices (F8 in docs/SPEC.md): each device holds its cells'
             parameters and optimizer state and sees the whole batch; only the shared prompt and
             head gradients cross devices. Uses a ("cells",) Mesh and plain jax.jit.
 A batch that does not split evenly (the short last batch of an epoch) is padded with rows of
@@ -18,6 +18,10 @@ weight 0, which add exact zeros to the loss and the gradients.
 """
 
 from __future__ import annotations
+
+from backends.jax import xla_flags  # noqa: F401  (it sets XLA_FLAGS, so it must precede jax)
+
+# isort: split
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -62,6 +66,11 @@ class Placement:
     def compile(self, run: Callable, state: Any, opt_state: Any) -> Any:
         # Donating state and optimizer state lets XLA update the 2.6 M parameters in place.
         return jax.jit(run, donate_argnums=(0, 1))
+
+    def compile_gradients(self, gradients: Callable) -> Any:
+        """`gradients(state, x_all, y_all, idx, weight)` compiled for this placement (no donation:
+        the state stays)."""
+        return jax.jit(gradients)
 
     def losses_to_host(self, losses: np.ndarray) -> np.ndarray:
         return losses
@@ -146,6 +155,9 @@ class PmapPlacement(Placement):
     def compile(self, run: Callable, state: Any, opt_state: Any) -> Any:
         return jax.pmap(run, axis_name=self.axis_name, devices=self.devices, donate_argnums=(0, 1))
 
+    def compile_gradients(self, gradients: Callable) -> Any:
+        return jax.pmap(gradients, axis_name=self.axis_name, devices=self.devices)
+
     def losses_to_host(self, losses: np.ndarray) -> np.ndarray:
         return losses[0]  # (devices, K): every device holds the same summed loss
 
@@ -154,17 +166,10 @@ class PmapPlacement(Placement):
 
 
 def make_placement(mode: str, devices: list[jax.Device], cfg: TromptConfig, n_devices: int = 0) -> Placement:
-    """The placement for `mode` on (up to `n_devices` of) `devices`; 0 means as many as fit."""
-    if mode not in MODES:
-        raise ValueError(f"unknown parallel mode {mode!r}; choose one of {', '.join(MODES)}")
-    if not isinstance(n_devices, int) or n_devices < 0:
-        raise ValueError(f"n_devices must be a non-negative int, got {n_devices!r}")
-    if n_devices > len(devices):
-        raise ValueError(f"n_devices={n_devices} but JAX sees {len(devices)} {devices[0].platform} device(s)")
+    """The placement for `mode` on (up to `n_devices` of) `devices`; 0 means as many as fit.
+    The options arrive checked (JaxBackend._check_options)."""
     wanted = n_devices or len(devices)
     if mode == "none":
-        if n_devices > 1:
-            raise ValueError("n_devices > 1 needs a parallel mode (sharding, pmap or cells)")
         return Placement(devices[:1])
     if mode == "cells":
         # Each device must hold the same number of cells: the largest divisor of N that fits.

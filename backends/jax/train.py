@@ -1,8 +1,8 @@
-"""The JAX backend: Optax AdamW, one jitted train step, a device-resident Trainer.
+"""The JAX backend: Optax AdamW, one jitted train step, a device-resident Trainer, the Backend.
 
 Reads top to bottom: precision settings, optimizer, the pure train step, several steps per
-dispatch (`lax.scan`), the Trainer (the speed surface), then the Backend (the checking surface).
-The contract and the shapes are documented in `backends/base.py`; only differences are noted here.
+dispatch (`lax.scan`), the Trainer (the speed surface), then the Backend (what it offers). The
+contract and the shapes are documented in `backends/base.py`; only differences are noted here.
 
 float64 runs inside `jax.enable_x64(True)` and float32 runs inside `jax.enable_x64(False)` (a
 context manager, not the global flag), so both dtypes work in one process without either
@@ -10,6 +10,10 @@ changing the other; jit caches are keyed on the setting, so nothing is traced tw
 """
 
 from __future__ import annotations
+
+from backends.jax import xla_flags  # noqa: F401  (it sets XLA_FLAGS, so it must precede jax)
+
+# isort: split
 
 import contextlib
 import time
@@ -20,22 +24,16 @@ from typing import Any
 import jax
 import numpy as np
 import optax
+import optax.tree_utils as otu
 from flax import nnx
 
 from backends import spec
-from backends.base import Backend, Trainer, batches_as_rows
+from backends.base import Backend, Option, Trainer, parallel_option
 from backends.jax import model, parallel
 from backends.spec import TromptConfig
 
 PRECISIONS = ("highest", "high", "default")
-TRAINER_OPTIONS = {
-    "variant": "r5",  # "r5" (fastest exact algorithm) or "r3" (see model.py)
-    "steps_per_call": 8,  # optimizer steps fused into one dispatch by lax.scan in Trainer.run
-    "precision": "highest",  # float32 matmuls: full fp32; "default" is bf16/TF32 on TPU/GPU (not exact)
-    "parallel": "none",  # none | sharding | pmap | cells (see parallel.py)
-    "n_devices": 0,  # how many devices the parallel modes use; 0 = all that fit
-}
-PREDICT_CHUNK = 64  # rows per forward in predict: bounds the (N, B, C, D) intermediates
+Batch = tuple[jax.Array, jax.Array, jax.Array]  # x (B, C), y (B,), weight (B,)
 
 
 @contextlib.contextmanager
@@ -46,7 +44,7 @@ def numerics(dtype: str, precision: str = "highest") -> Iterator[None]:
 
 
 def make_optimizer(lr: float, weight_decay: float) -> optax.GradientTransformation:
-    """Optax AdamW with torch.optim.AdamW's semantics (frameworks_notes §1.6).
+    """Optax AdamW with torch.optim.AdamW's semantics.
 
     Every argument is explicit because Optax's defaults differ from torch's (weight_decay 1e-4);
     eps_root=0 keeps eps outside the square root as torch does. Optax applies the decay as
@@ -58,22 +56,35 @@ def make_optimizer(lr: float, weight_decay: float) -> optax.GradientTransformati
                        weight_decay=weight_decay)
 
 
-def train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, variant: str,
-               carry: tuple, batch: tuple, axis_name: str | None = None) -> tuple[tuple, jax.Array]:
-    """One AdamW step: (state, opt_state), (x, y, weight) -> new (state, opt_state), loss.
+def loss_and_grads(graphdef: nnx.GraphDef, variant: str, state: nnx.State, batch: Batch,
+                   axis_name: str | None = None) -> tuple[jax.Array, nnx.State]:
+    """The loss of one batch and its gradient at `state`.
 
     With `axis_name` (pmap) each device holds part of the global batch: the loss is normalised
     by the global row count and losses and gradients are summed over devices, which is exactly
     the gradient of the global-batch mean.
     """
-    state, opt_state = carry
     x, y, weight = batch
     n_rows = weight.sum() if axis_name is None else jax.lax.psum(weight.sum(), axis_name)
     loss, grads = jax.value_and_grad(model.loss_fn)(state, graphdef, x, y, weight, n_rows, variant)
     if axis_name is not None:
         loss, grads = jax.lax.psum((loss, grads), axis_name)
+    return loss, grads
+
+
+def train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, variant: str,
+               carry: tuple, batch: Batch, axis_name: str | None = None) -> tuple[tuple, jax.Array]:
+    """One AdamW step: (state, opt_state), (x, y, weight) -> new (state, opt_state), loss."""
+    state, opt_state = carry
+    loss, grads = loss_and_grads(graphdef, variant, state, batch, axis_name)
     updates, opt_state = optimizer.update(grads, opt_state, state)
     return (optax.apply_updates(state, updates), opt_state), loss
+
+
+def gather_batch(x_all: jax.Array, y_all: jax.Array, rows: jax.Array, weight: jax.Array,
+                 constrain_batch: Callable) -> Batch:
+    """One batch from the resident training set, laid out as the placement wants it."""
+    return constrain_batch(x_all[rows]), constrain_batch(y_all[rows]), constrain_batch(weight)
 
 
 def make_run_steps(step: Callable, constrain_batch: Callable = lambda a: a,
@@ -85,13 +96,25 @@ def make_run_steps(step: Callable, constrain_batch: Callable = lambda a: a,
     def run(state, opt_state, x_all, y_all, idx, weight):
         def body(carry, batch):
             rows, w = batch
-            x, y, w = constrain_batch(x_all[rows]), constrain_batch(y_all[rows]), constrain_batch(w)
-            return step(carry, (x, y, w), axis_name=axis_name)
+            return step(carry, gather_batch(x_all, y_all, rows, w, constrain_batch), axis_name=axis_name)
 
         (state, opt_state), losses = jax.lax.scan(body, (state, opt_state), (idx, weight))
         return state, opt_state, losses
 
     return run
+
+
+def make_gradients(graphdef: nnx.GraphDef, variant: str, constrain_batch: Callable = lambda a: a,
+                   axis_name: str | None = None) -> Callable:
+    """The train step's loss and gradient without the update, laid out as `make_run_steps`.
+
+    gradients(state, x_all, y_all, idx (1, B), weight (1, B)) -> loss, grads
+    """
+    def gradients(state, x_all, y_all, idx, weight):
+        batch = gather_batch(x_all, y_all, idx[0], weight[0], constrain_batch)
+        return loss_and_grads(graphdef, variant, state, batch, axis_name)
+
+    return gradients
 
 
 def pad_batches(batches: list[np.ndarray], width: int, dtype: str) -> tuple[np.ndarray, np.ndarray]:
@@ -104,6 +127,9 @@ def pad_batches(batches: list[np.ndarray], width: int, dtype: str) -> tuple[np.n
     return idx, weight
 
 
+_forward_jit = jax.jit(model.forward, static_argnums=(0, 3))
+
+
 class JaxTrainer(Trainer):
     """Parameters, Optax state and the whole training set resident on the device(s).
 
@@ -114,44 +140,35 @@ class JaxTrainer(Trainer):
     """
 
     def __init__(self, backend: JaxBackend, params: dict[str, np.ndarray], cfg: TromptConfig,
-                 x_train: np.ndarray, y_train: np.ndarray, lr: float = spec.LR,
-                 weight_decay: float = spec.WEIGHT_DECAY, **options: Any) -> None:
-        unknown = sorted(set(options) - set(TRAINER_OPTIONS))
-        if unknown:
-            raise ValueError(f"unknown jax trainer option(s) {', '.join(unknown)}; "
-                             f"known: {', '.join(TRAINER_OPTIONS)}")
-        opts = {**TRAINER_OPTIONS, **options}
-        if opts["parallel"] is None:  # bench passes parallel=None when --parallel is not given
-            opts["parallel"] = "none"
-        for key, choices in (("variant", model.VARIANTS), ("precision", PRECISIONS)):
-            if opts[key] not in choices:
-                raise ValueError(f"unknown {key} {opts[key]!r}; choose one of {', '.join(choices)}")
-        if not isinstance(opts["steps_per_call"], int) or opts["steps_per_call"] < 1:
-            raise ValueError(f"steps_per_call must be a positive int, got {opts['steps_per_call']!r}")
-        self.backend, self.cfg, self.lr, self.weight_decay = backend, cfg, lr, weight_decay
-        self.variant, self.precision = opts["variant"], opts["precision"]
-        self.steps_per_call = opts["steps_per_call"]
-        self.placement = parallel.make_placement(opts["parallel"], backend.jax_devices(), cfg,
-                                                 opts["n_devices"])
+                 x_train: np.ndarray, y_train: np.ndarray, lr: float, weight_decay: float,
+                 options: dict[str, Any]) -> None:
+        super().__init__(backend, params, cfg, x_train, y_train, lr, weight_decay, options)
+        self.variant, self.precision = options["variant"], options["precision"]
+        self.steps_per_call = options["steps_per_call"]
+        self.placement = parallel.make_placement(options["parallel"], backend.jax_devices(), cfg,
+                                                 options["n_devices"])
         self.compile_seconds = 0.0
-        self.n_train = len(y_train)
-
+        self.optimizer = make_optimizer(lr, weight_decay)
         with self._numerics():
             self.graphdef, state = model.build(params, cfg, backend.dtype)
-            self.optimizer = make_optimizer(lr, weight_decay)
-            opt_state = self.optimizer.init(state)
-            self._state = self.placement.put_state(state)
-            self._opt_state = self.placement.put_state(opt_state)
-            self._x = self.placement.put_data(np.asarray(x_train, dtype=backend.dtype))
-            self._y = self.placement.put_data(np.asarray(y_train, dtype=backend.dtype))
+            self._place(state, self.optimizer.init(state))
+            self._x = self.placement.put_data(x_train)
+            self._y = self.placement.put_data(y_train)
         step = partial(train_step, self.graphdef, self.optimizer, self.variant)
-        run = make_run_steps(step, self.placement.constrain_batch, self.placement.axis_name)
-        self._run = self.placement.compile(run, self._state, self._opt_state)
+        constrain, axis = self.placement.constrain_batch, self.placement.axis_name
+        self._run_steps = self.placement.compile(make_run_steps(step, constrain, axis),
+                                                 self._state, self._opt_state)
+        self._gradients_at = self.placement.compile_gradients(
+            make_gradients(self.graphdef, self.variant, constrain, axis))
         self._executables: dict[tuple[int, int], Any] = {}  # (steps, batch width) -> compiled
         self._loss_chunks: list[jax.Array] = []
 
     def _numerics(self) -> contextlib.AbstractContextManager:
         return numerics(self.backend.dtype, self.precision)
+
+    def _place(self, state: nnx.State, opt_state: optax.OptState) -> None:
+        self._state = self.placement.put_state(state)
+        self._opt_state = self.placement.put_state(opt_state)
 
     def _executable(self, n_steps: int, width: int) -> Any:
         """The compiled K-step function for this shape; the first request compiles 1 and K steps."""
@@ -160,7 +177,7 @@ class JaxTrainer(Trainer):
             for k in {n_steps, 1, self.steps_per_call}:
                 dummy = pad_batches([np.zeros(1, dtype=int)] * k, width, self.backend.dtype)
                 idx, weight = self.placement.put_batches(*dummy)
-                lowered = self._run.lower(self._state, self._opt_state, self._x, self._y, idx, weight)
+                lowered = self._run_steps.lower(self._state, self._opt_state, self._x, self._y, idx, weight)
                 self._executables[(k, width)] = lowered.compile()
             self.compile_seconds += time.perf_counter() - start
         return self._executables[(n_steps, width)]
@@ -172,17 +189,7 @@ class JaxTrainer(Trainer):
                                                    idx, weight)
         self._loss_chunks.append(losses)
 
-    def step(self, idx: np.ndarray) -> None:
-        self.run([idx])
-
-    def run(self, batches: list[np.ndarray]) -> None:
-        if not batches:
-            return
-        batches = [np.asarray(rows) for rows in batches]
-        for rows in batches:
-            if rows.ndim != 1 or len(rows) == 0 or rows.min() < 0 or rows.max() >= self.n_train:
-                raise ValueError(f"a batch must be a non-empty 1-D array of row indices in "
-                                 f"[0, {self.n_train})")
+    def _run(self, batches: list[np.ndarray]) -> None:
         width = self.placement.batch_width(max(len(rows) for rows in batches))
         k = self.steps_per_call
         with self._numerics():
@@ -199,45 +206,69 @@ class JaxTrainer(Trainer):
         host = jax.device_get(self._loss_chunks)
         return [float(v) for chunk in host for v in self.placement.losses_to_host(chunk)]
 
-    def _model_state(self) -> nnx.State:
-        return self.placement.single_copy(self._state)
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        spec.check_x(x, self.cfg)
+    def _predict(self, x: np.ndarray) -> np.ndarray:
         with self._numerics():
-            return predict_in_chunks(self.graphdef, self._model_state(), np.asarray(x, self.backend.dtype),
-                                     self.variant)
+            model_state = self.placement.single_copy(self._state)
+            return np.asarray(_forward_jit(self.graphdef, model_state, x, self.variant))
+
+    def _gradients(self, rows: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
+        # The train step's own gradient function under the placement, without the update.
+        width = self.placement.batch_width(len(rows))
+        with self._numerics():
+            idx, weight = self.placement.put_batches(*pad_batches([rows], width, self.backend.dtype))
+            out = self._gradients_at(self._state, self._x, self._y, idx, weight)
+            loss, grads = self.placement.single_copy(out)
+            return float(loss), model.state_to_numpy(grads, self.cfg)
 
     def params(self) -> dict[str, np.ndarray]:
         with self._numerics():
-            return model.state_to_numpy(self._model_state(), self.cfg)
+            return model.state_to_numpy(self.placement.single_copy(self._state), self.cfg)
+
+    def state(self) -> dict[str, np.ndarray]:
+        # Optax's Adam state holds mu (torch's exp_avg), nu (exp_avg_sq) and count (the step),
+        # the moments in the parameters' own NNX layout.
+        with self._numerics():
+            params, opt_state = self.placement.single_copy((self._state, self._opt_state))
+            trees = {"param": params, "exp_avg": otu.tree_get(opt_state, "mu"),
+                     "exp_avg_sq": otu.tree_get(opt_state, "nu")}
+            # Copies: the device buffers are donated to (overwritten by) the next step.
+            out = {f"{prefix}/{name}": np.array(value, order="C")
+                   for prefix, tree in trees.items()
+                   for name, value in model.state_to_numpy(tree, self.cfg).items()}
+            out["step"] = np.array(int(otu.tree_get(opt_state, "count")), dtype=np.int64)
+        return out
+
+    def _load_state(self, state: dict[str, np.ndarray]) -> None:
+        names = spec.param_names(self.cfg)
+
+        def tree(prefix: str) -> nnx.State:
+            return model.build({k: state[f"{prefix}/{k}"] for k in names}, self.cfg, self.backend.dtype)[1]
+
+        with self._numerics():
+            params = tree("param")
+            fresh = self.optimizer.init(params)
+            count = np.asarray(state["step"], dtype=otu.tree_get(fresh, "count").dtype)
+            self._place(params, otu.tree_set(fresh, count=count, mu=tree("exp_avg"), nu=tree("exp_avg_sq")))
 
     def peak_memory_mb(self) -> float | None:
         stats = self.placement.devices[0].memory_stats()  # None on CPU
         return stats["peak_bytes_in_use"] / 2**20 if stats and "peak_bytes_in_use" in stats else None
 
 
-_forward_jit = jax.jit(model.forward, static_argnums=(0, 3))
-
-
-def predict_in_chunks(graphdef: nnx.GraphDef, state: nnx.State, x: np.ndarray,
-                      variant: str = "r5") -> np.ndarray:
-    """Forward over `x` in chunks of PREDICT_CHUNK rows (rows are independent: same numbers)."""
-    parts = [_forward_jit(graphdef, state, x[i:i + PREDICT_CHUNK], variant)
-             for i in range(0, len(x), PREDICT_CHUNK)]
-    return np.concatenate(jax.device_get(parts))
-
-
-@partial(jax.jit, static_argnums=(1, 5))
-def _loss_and_grad_jit(state: nnx.State, graphdef: nnx.GraphDef, x: jax.Array, y: jax.Array,
-                       weight: jax.Array, variant: str) -> tuple[jax.Array, nnx.State]:
-    return jax.value_and_grad(model.loss_fn)(state, graphdef, x, y, weight, weight.sum(), variant)
-
-
 class JaxBackend(Backend):
     name = "jax"
     devices = ("cpu", "gpu", "tpu")
     trainer_class = JaxTrainer
+    options = (
+        Option("variant", str, "r5", "algorithm (all exact): r5, r5-autodiff (r5 without the hand "
+               "backward) or r3", choices=model.VARIANTS),
+        Option("steps_per_call", int, 8, "optimizer steps fused into one dispatch by lax.scan",
+               minimum=1),
+        Option("precision", str, "highest", "float32 matmul precision; below highest TPUs and GPUs "
+               "use bf16/TF32", choices=PRECISIONS, exact=("highest",)),
+        parallel_option(*parallel.MODES[1:]),
+        Option("n_devices", int, 0, "devices the parallel modes use; 0 = as many as fit", minimum=0),
+    )
 
     def jax_devices(self) -> list[jax.Device]:
         return jax.devices(self.device)
@@ -249,36 +280,12 @@ class JaxBackend(Backend):
             seen = ", ".join(f"{d.platform}:{d.id}" for d in jax.devices())
             raise ValueError(f"device {self.device!r} requested but JAX sees only: {seen}") from None
 
-    def _forward(self, params: dict[str, np.ndarray], x: np.ndarray, cfg: TromptConfig) -> np.ndarray:
-        with numerics(self.dtype):
-            graphdef, state = model.build(params, cfg, self.dtype, self.jax_devices()[0])
-            return predict_in_chunks(graphdef, state, x)
-
-    def _loss_and_grad(self, params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray,
-                       cfg: TromptConfig) -> tuple[float, dict[str, np.ndarray]]:
-        with numerics(self.dtype):
-            graphdef, state = model.build(params, cfg, self.dtype, self.jax_devices()[0])
-            loss, grads = _loss_and_grad_jit(state, graphdef, x, y, np.ones(len(y), self.dtype), "r5")
-            return float(loss), model.state_to_numpy(grads, cfg)
-
-    def train_steps(self, params: dict[str, np.ndarray], batches: list, cfg: TromptConfig,
-                    lr: float = spec.LR, weight_decay: float = spec.WEIGHT_DECAY,
-                    state: dict | None = None) -> tuple[dict[str, np.ndarray], list[float]]:
-        """Optax AdamW (this backend's own optimizer) through a Trainer, one step per batch.
-
-        `state`, if given, carries the Optax state between calls under the key "opt_state".
-        """
-        x_all, y_all, rows = batches_as_rows(batches, cfg)
-        if not batches:
-            return {k: np.array(v, dtype=self.dtype) for k, v in params.items()}, []
-        trainer = self.trainer(params, cfg, x_all, y_all, lr, weight_decay, steps_per_call=1)
-        if state is not None and "opt_state" in state:
-            with trainer._numerics():
-                trainer._opt_state = trainer.placement.put_state(state["opt_state"])
-        trainer.run(rows)
-        if state is not None:
-            state["opt_state"] = jax.device_get(trainer._opt_state)
-        return trainer.params(), trainer.losses()
+    def _check_options(self, options: dict[str, Any]) -> None:
+        n_devices, seen = options["n_devices"], len(self.jax_devices())
+        if n_devices > seen:
+            raise ValueError(f"n_devices={n_devices} but JAX sees {seen} {self.device} device(s)")
+        if n_devices > 1 and options["parallel"] == "none":
+            raise ValueError("n_devices > 1 needs a parallel mode (sharding, pmap or cells)")
 
     def device_name(self) -> str:
         if self.device == "cpu":
@@ -291,9 +298,3 @@ class JaxBackend(Backend):
 
         return {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "flax": flax.__version__,
                 "optax": optax.__version__}
-
-
-def make_backend(device: str = "cpu", dtype: str = "float32") -> JaxBackend:
-    return JaxBackend(device=device, dtype=dtype)
-
-
