@@ -96,14 +96,15 @@ def cmd_time(args: argparse.Namespace) -> int:
     from bench.timing import time_training
 
     refuse_existing(args.json, args.force)
-    options = cli.parse_options(args.opt, args.parallel)
+    given = cli.parse_options(args.opt, args.parallel)
     backend = backends.load(args.backend, device=args.device, dtype=args.dtype)
-    options = backend.parse_options(options)  # bad options fail before the data is made
+    options = backend.parse_options(given)  # bad options fail before the data is made
     dataset, cfg = load_data(args)
     progress = not args.quiet and cli.is_main_process()
     result = time_training(args.backend, args.device, args.dtype, dataset, cfg, args.batch_size,
                            args.warmup, args.repeats, args.steps, args.seconds, args.seed, options,
                            progress=progress)
+    result["options_given"] = {k: options[k] for k in given}
     if args.check:
         verdict = check_trainer(args.backend, args.device, args.dtype, options, batch_size=args.batch_size)
         result["equivalence"] = {k: verdict[k] for k in ("verdict", "worst", "deviations", "tolerances")}
