@@ -11,20 +11,29 @@ LOCK     := requirements/lock.txt
 STAMP    := $(VENV)/.stamp-$(shell cat $(LOCK) pyproject.toml 2>/dev/null | sha1sum | cut -c1-12)
 # A CUDA machine keeps the CUDA torch it has (the venv sees system packages, the torch pin is skipped).
 HAS_GPU  := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
+# uv, when it is on PATH, installs the same pins, faster than pip; pip is the fallback, and
+# `make venv UV=` forces it. uv does not read pip's configuration (pip.conf, PIP_* variables),
+# so the torch pin is still resolved by pip: `pip download` fetches whatever pip would install for
+# it (on a CPU machine, e.g. a local CPU wheel reached through pip's find-links) and uv installs
+# that file together with the rest of the lock. uv does not precompile bytecode: the first imports
+# write it.
+UV       ?= $(shell command -v uv 2>/dev/null)
+INSTALL  := $(if $(UV),$(UV) pip install -q --python $(PY),$(PY) -m pip install -q)
+# The editable install builds with the venv's own setuptools (no build isolation): pyproject's
+# license string needs setuptools>=77, newer than the one `python3.11 -m venv` seeds. The CPU torch
+# wheel requires it too; named here so the CUDA path, which skips torch, gets it as well.
+BUILD_REQ := 'setuptools>=77'
 BENCH_ARGS ?=
 
-# Benchmark hygiene (trompt_spec.md §14): keep glibc from returning the fast backends' per-step
-# buffers (<= 24 MB) to the kernel and mapping them again every step. 32 MiB as the mmap threshold
-# still lets the reference's ~0.5 GB (B, P, C, D) buffers go back to the system when freed.
 # OPENBLAS_CORETYPE/L2_SIZE may be set on these machines for old OpenBLAS builds; they slow numpy.
-BENCH_ENV := env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE MALLOC_MMAP_THRESHOLD_=33554432 \
-             MALLOC_TRIM_THRESHOLD_=4294967296 MALLOC_TOP_PAD_=268435456
+# (Each backend's own allocator settings are applied per process by `bench all`: bench/run_all.py.)
+BENCH_ENV := env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE
 
 .PHONY: bench test lint venv toolchain clean-venv help xla-env xla-test
 .DEFAULT_GOAL := help
 
 help:
-	@echo "make bench  - time every installed backend (batch 8, synthetic:small); writes results/*.json"
+	@echo "make bench  - time and check every installed backend (batch 8, synthetic:small); writes runs/<run id>/"
 	@echo "make test   - run the test suite"
 	@echo "make lint   - ruff"
 
@@ -33,15 +42,21 @@ venv: $(STAMP)
 $(STAMP): $(LOCK) pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or pass PYTHON=..."; exit 2; }
 	@test -x $(PY) || $(PYTHON) -m venv $(if $(HAS_GPU),--system-site-packages) $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	@echo "installing $(LOCK) with $(if $(UV),uv ($(UV)),pip)"
+	$(INSTALL) --upgrade pip
+	grep -v '^torch==' $(LOCK) > $(VENV)/lock-notorch.txt
 ifeq ($(HAS_GPU),1)
 	@echo "CUDA GPU found: keeping the installed CUDA torch, skipping the CPU torch pin"
-	grep -v '^torch==' $(LOCK) > $(VENV)/lock-gpu.txt
-	$(PY) -m pip install -q -r $(VENV)/lock-gpu.txt
+	$(INSTALL) -r $(VENV)/lock-notorch.txt $(BUILD_REQ)
+else ifneq ($(UV),)
+	rm -rf $(VENV)/torch-wheel
+	$(PY) -m pip download -q --no-deps -d $(VENV)/torch-wheel "$$(grep '^torch==' $(LOCK))"
+	$(INSTALL) -r $(VENV)/lock-notorch.txt $(VENV)/torch-wheel/torch-*.whl $(BUILD_REQ)
+	rm -rf $(VENV)/torch-wheel
 else
-	$(PY) -m pip install -q -r $(LOCK)
+	$(INSTALL) -r $(LOCK) $(BUILD_REQ)
 endif
-	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(INSTALL) --no-deps --no-build-isolation -e .
 	@rm -f $(VENV)/.stamp-*
 	@touch $@
 
@@ -62,7 +77,7 @@ toolchain:
 	else echo "note: missing $$pkgs and no root apt-get: tinygrad's CPU device / MLX's fast BLAS may be unavailable"; fi
 
 bench: venv toolchain
-	$(BENCH_ENV) $(PY) -m bench all --data synthetic:small --batch-size 8 --out results $(BENCH_ARGS)
+	$(BENCH_ENV) $(PY) -m bench all --data synthetic:small --batch-size 8 $(BENCH_ARGS)
 
 test: venv toolchain
 	$(PY) -m pytest -n 2 --dist loadgroup tests
@@ -77,7 +92,7 @@ XLA_VENV := .venv-xla
 xla-env: $(XLA_VENV)/.stamp
 $(XLA_VENV)/.stamp: pyproject.toml
 	@test -x $(XLA_VENV)/bin/python || $(PYTHON) -m venv $(XLA_VENV)
-	$(XLA_VENV)/bin/python -m pip install -q torch==2.9.0 torch_xla==2.9.0 numpy tqdm pytest hypothesis
+	$(XLA_VENV)/bin/python -m pip install -q torch==2.9.0 torch_xla==2.9.0 numpy tqdm pytest hypothesis $(BUILD_REQ)
 	$(XLA_VENV)/bin/python -m pip install -q --no-deps --no-build-isolation -e .
 	@touch $@
 
