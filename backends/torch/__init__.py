@@ -2,10 +2,10 @@
 AdamW, torch.compile, AMP and CUDA graphs, and multi-process ddp / cell-parallel training.
 
     model.py     the rewrites, each a function (params, x) -> (B, N), and why each is exact
-    train.py     TorchBackend (numpy checking surface) and TorchTrainer (the speed surface)
+    train.py     TorchBackend (devices, dtypes, options) and TorchTrainer
     parallel.py  torchrun data-parallel and cell-parallel modes (and a 2-process self-check)
 
-Nothing is imported here eagerly, so `python -m backends.torch.parallel` runs cleanly.
+Registration only: torch is imported when the backend is loaded.
 """
 
 from backends.registry import register

@@ -1,6 +1,6 @@
 """The modified Trompt in PyTorch, rewritten step by step into the fastest exact form.
 
-Every variant computes the same function as `reference/model.py` (trompt_spec.md §7); only the
+Every variant computes the same function as `reference/model.py` (docs/SPEC.md); only the
 order of the arithmetic changes, so results agree with the reference to rounding (float64: ~1e-13).
 The ladder of rewrites, each a function `(params, x) -> (B, N)` predictions:
 
@@ -143,7 +143,7 @@ def forward_r2(p: Params, x: torch.Tensor) -> torch.Tensor:
 def forward_r3(p: Params, x: torch.Tensor) -> torch.Tensor:
     """r2 with the cells stacked (F1). E is laid out (N, C, B, D) so that M E for every sample is
     ONE bmm over cells of (P, C) @ (C, B·D): a broadcast matmul of (N, P, C) against (B, N, C, D)
-    would copy the mask B times (trompt_spec.md §14)."""
+    would copy the mask B times."""
     N, B = p["feature_emb_weight"].shape[0], x.shape[0]
     mask = importance_mask(p)  # (N, P, C)
     h = F.relu(x.T[None, :, :, None] * p["feature_emb_weight"][:, :, None]

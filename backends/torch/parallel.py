@@ -10,7 +10,7 @@ ddp    Data parallel at the ORIGINAL global batch: each rank takes its slice of 
        the summed (not averaged) gradients of Σ(ŷ − y)² / (B·N) over the slices equal the
        single-device gradient exactly, also for a last partial batch whose slices are uneven or
        empty. All 2.6 M gradients are all-reduced every step (10.4 MB in fp32).
-cells  Cell parallel (trompt_spec.md F8): each rank owns a subset of the N cells and sees the
+cells  Cell parallel (F8 in docs/SPEC.md): each rank owns a subset of the N cells and sees the
        whole batch; cells never read each other, so only the gradients of the shared prompt and
        head (33,410 numbers, 134 KB) are summed across ranks. Batch size stays 8.
 
@@ -76,14 +76,13 @@ class Group:
 
 
 def init_group(mode: str, device: str, timeout_s: float) -> Group:
-    """Join the process group that torchrun describes in the environment."""
+    """Join the process group that torchrun describes in the environment (gloo on the CPU, nccl
+    on CUDA; the backend has checked the device)."""
     if mode not in MODES:
         raise ValueError(f"unknown parallel mode {mode!r}; choose one of {', '.join(MODES)}")
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         raise ValueError(f"parallel={mode!r} must be launched with torchrun --nproc_per_node=G "
                          "(RANK/WORLD_SIZE are not set)")
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"parallel={mode!r} supports devices cpu (gloo) and cuda (nccl), not {device!r}")
     if not dist.is_initialized():
         if device == "cuda":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
@@ -98,32 +97,49 @@ def single_process() -> Group:
 
 # ---------------------------------------------------------------------------------------------
 # Self-check harness: a short run at a tiny config whose result a test compares with a
-# single-process run (tests/backends/test_torch_parallel.py).
+# single-process run (tests/backends/torch/test_parallel.py).
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--mode", choices=MODES, required=True)
     parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--out", help="rank 0 writes final params and losses here (.npz)")
+    parser.add_argument("--out", help="rank 0 writes final params, losses and gradients here (.npz)")
     parser.add_argument("--timeout-s", type=float, default=30.0)
+    parser.add_argument("--resume-at", type=int, default=-1,
+                        help="before this step, a second trainer from other parameters loads the "
+                             "first one's state and takes the remaining steps beside it")
     parser.add_argument("--die-rank", type=int, default=-1, help="test hook: this rank exits ...")
     parser.add_argument("--die-step", type=int, default=-1, help="... just before this step")
     args = parser.parse_args(argv)
 
-    from backends.torch import make_backend  # the trainer imports this module
+    import backends  # the trainer imports this module
+    from backends.spec import init_params
 
     cfg, params, x, y, batches = selfcheck_problem(args.steps)
-    backend = make_backend(device="cpu", dtype="float32")
-    trainer = backend.trainer(params, cfg, x, y, parallel=args.mode, timeout_s=args.timeout_s)
+    backend = backends.load("torch", device="cpu", dtype="float32")
+    options = {"parallel": args.mode, "timeout_s": args.timeout_s}
+    trainer = backend.trainer(params, cfg, x, y, **options)
+    twin = None
     rank = trainer.group.rank
     for step, idx in enumerate(batches):
         if rank == args.die_rank and step == args.die_step:
             os._exit(3)  # simulate a crashed worker: no clean shutdown of the process group
+        if step == args.resume_at:
+            twin = backend.trainer(init_params(cfg, seed=4), cfg, x, y, **options)
+            twin.load_state(trainer.state())
         trainer.step(idx)
+        if twin is not None:
+            twin.step(idx)
     losses, final = trainer.losses(), trainer.params()
+    grad_loss, grads = trainer.gradients(batches[0])  # the one-row batch: an empty ddp slice
+    out = {"losses": np.array(losses), "grad_loss": np.array(grad_loss),
+           **{f"p:{k}": v for k, v in final.items()}, **{f"g:{k}": v for k, v in grads.items()}}
+    if twin is not None:
+        out["twin_losses"] = np.array(twin.losses())
+        out.update({f"t:{k}": v for k, v in twin.params().items()})
     if rank == 0 and args.out:
-        np.savez(args.out, losses=np.array(losses), **{f"p:{k}": v for k, v in final.items()})
+        np.savez(args.out, **out)
     dist.destroy_process_group()
     return 0
 

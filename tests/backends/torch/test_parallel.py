@@ -2,7 +2,9 @@
 CPU under torchrun, compared with single-process training of the same batches.
 
 The problem (parallel.selfcheck_problem) starts with a one-row batch, so under ddp one rank has an
-empty slice: the global-batch arithmetic must still give the single-device update.
+empty slice: the global-batch arithmetic must still give the single-device update, and the
+gradients the run reports on that batch must be the single-device ones. Mid-run, a second trainer
+loads the first one's state (collective under cells) and must then take bit-identical steps.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ import pytest
 
 pytest.importorskip("torch")
 
+import backends  # noqa: E402
 from backends import spec  # noqa: E402
-from backends.torch import make_backend  # noqa: E402
 from backends.torch.parallel import selfcheck_problem  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 STEPS = 5
+RESUME_AT = 2
 LAUNCH_TIMEOUT_S = 240  # two fresh torch processes on a busy 2-core box; a hang would exceed it
 
 
@@ -35,11 +38,11 @@ def torchrun(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def single_process() -> tuple[list[float], dict[str, np.ndarray]]:
+def single_process() -> tuple[list[float], dict[str, np.ndarray], tuple[float, dict[str, np.ndarray]]]:
     cfg, params, x, y, batches = selfcheck_problem(STEPS)
-    trainer = make_backend(dtype="float32").trainer(params, cfg, x, y)
+    trainer = backends.load("torch", dtype="float32").trainer(params, cfg, x, y)
     trainer.run(batches)
-    return trainer.losses(), trainer.params()
+    return trainer.losses(), trainer.params(), trainer.gradients(batches[0])
 
 
 @pytest.mark.slow
@@ -47,16 +50,25 @@ def single_process() -> tuple[list[float], dict[str, np.ndarray]]:
 @pytest.mark.parametrize("mode", ["ddp", "cells"])
 def test_two_gloo_ranks_equal_single_process(mode, single_process, tmp_path):
     out = tmp_path / f"{mode}.npz"
-    done = torchrun("--mode", mode, "--steps", str(STEPS), "--out", str(out))
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = torchrun("--mode", mode, "--steps", str(STEPS), "--resume-at", str(RESUME_AT), "--out", str(out))
+    assert done.returncode == 0, done.stderr[:3000]  # the ranks' own errors come first
     result = np.load(out)
-    losses, params = single_process
+    losses, params, (grad_loss, grads) = single_process
     # float32 noise: the ranks sum partial gradients in a different order than one process.
     np.testing.assert_allclose(result["losses"], losses, rtol=1e-5, atol=1e-7)
     for name, value in params.items():
         np.testing.assert_allclose(result[f"p:{name}"], value, rtol=1e-5, atol=1e-6, err_msg=name)
+    np.testing.assert_allclose(result["grad_loss"], grad_loss, rtol=1e-5)
+    for name, value in grads.items():
+        np.testing.assert_allclose(result[f"g:{name}"], value, rtol=1e-4, atol=1e-6 * np.abs(value).max(),
+                                   err_msg=name)
     cfg = selfcheck_problem(STEPS)[0]
-    assert set(spec.param_names(cfg)) == {k[2:] for k in result.files if k.startswith("p:")}
+    for prefix in ("p:", "g:", "t:"):
+        assert set(spec.param_names(cfg)) == {k[2:] for k in result.files if k.startswith(prefix)}
+    # The resumed trainer, in the same process group, continues exactly.
+    np.testing.assert_array_equal(result["twin_losses"], result["losses"][RESUME_AT:])
+    for name in params:
+        np.testing.assert_array_equal(result[f"t:{name}"], result[f"p:{name}"], err_msg=name)
 
 
 @pytest.mark.slow
