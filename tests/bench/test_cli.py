@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from bench.cli import parse_options, parse_value
+from bench.cli import parse_options
 
 SMALL_MODEL = ["--n-prompts", "4", "--d-model", "8", "--n-cycles", "2", "--data", "synthetic:tiny"]
 
@@ -49,7 +49,13 @@ def test_compare_prints_ratios_and_refuses_different_configs(timed, tmp_path):
     run = bench("compare", str(path), str(tmp_path / "b.json"))
     assert run.returncode == 0, run.stderr
     row = next(line for line in run.stdout.splitlines() if line.startswith("| twice"))
-    assert "| 2.0 |" in row and "| 2.00 |" in row
+    assert "| 2.00 |" in row and "| 2.0 |" not in row  # one ratio, against the reference, one rounding
+    assert "× reference float32" in run.stdout
+    (tmp_path / "notes.json").write_text(json.dumps({"ladder": "torch", "rows": []}))
+    mixed = bench("compare", str(tmp_path / "notes.json"), str(path), str(tmp_path / "b.json"),
+                  "--baseline", "twice")
+    assert mixed.returncode == 0 and "note: skipped" in mixed.stderr and "notes.json" in mixed.stderr
+    assert "× twice float32" in mixed.stdout
     refused = bench("compare", str(path), str(tmp_path / "c.json"))
     assert refused.returncode == 2 and "different configs" in refused.stderr
     assert bench("compare", str(path), str(tmp_path / "c.json"), "--force").returncode == 0
@@ -70,7 +76,16 @@ def test_train_prints_validation_mae_per_epoch(tmp_path):
 def test_check_passes_for_the_reference(dtype):
     run = bench("check", "--backend", "reference", "--dtype", dtype)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "verdict: pass" in run.stdout and "worst grad" in run.stdout
+    assert "verdict: pass" in run.stdout and "gradients (worst: " in run.stdout
+
+
+def test_time_check_labels_amp_not_exact(tmp_path):
+    out = tmp_path / "amp.json"
+    run = bench("--backend", "torch", *SMALL_MODEL, "--steps", "1", "--warmup", "1", "--repeats", "1",
+                "--opt", "amp=bf16", "--check", "--json", str(out), "--quiet")
+    assert run.returncode == 0, run.stderr
+    assert "check: not exact: amp=bf16, deviation" in run.stdout
+    assert json.loads(out.read_text())["equivalence"]["verdict"].startswith("not exact: amp=bf16")
 
 
 @pytest.mark.parametrize("args, message", [
@@ -79,8 +94,29 @@ def test_check_passes_for_the_reference(dtype):
     (["--backend", "reference", "--data", "/no/such/dir"], "does not exist"),
     (["--backend", "reference", "--data", "synthetic:huge"], "unknown synthetic preset"),
     (["--backend", "reference", "--opt", "novalue"], "key=value"),
-    (["--backend", "reference", "--opt", "turbo=1", *SMALL_MODEL], "takes no trainer options"),
-    (["--backend", "reference", "--batch-size", "0"], "batch-size"),
+    (["--backend", "reference", "--opt", "turbo=1", *SMALL_MODEL], "unknown option(s) turbo"),
+    (["--backend", "torch", "--opt", "compile=maybe"], "compile must be true or false"),
+    (["--backend", "torch", "--opt", "variant=r9"], "variant='r9' is not one of"),
+    (["--backend", "torch", "--opt", "threads=0"], "threads must be >= 1"),
+    (["--backend", "reference", "--parallel", "warp"], "parallel='warp' is not one of"),
+    (["--backend", "reference", "--batch-size", "0"], "--batch-size: must be >= 1"),
+    (["--backend", "reference", "--steps", "-1"], "--steps: must be >= 1"),
+    (["--backend", "reference", "--steps", "0"], "--steps: must be >= 1"),
+    (["--backend", "reference", "--seconds", "-1"], "--seconds: must be >= 0"),
+    (["--backend", "reference", "--seconds", "0"], "--seconds: must be > 0"),
+    (["--backend", "reference", "--seconds", "nan"], "--seconds"),
+    (["--backend", "reference", "--seconds", "inf"], "--seconds"),
+    (["--backend", "reference", "--repeats", "0"], "--repeats: must be >= 1"),
+    (["--backend", "reference", "--warmup", "0"], "--warmup: must be >= 1"),
+    (["--backend", "reference", "--n-cycles", "0"], "--n-cycles: must be >= 1"),
+    (["--backend", "reference", "--seed", "-3"], "--seed: must be >= 0"),
+    (["--backend", "reference", "--steps", "two"], "expected an integer"),
+    (["train", "--backend", "reference", "--epochs", "0"], "--epochs: must be >= 1"),
+    (["train", "--backend", "reference", "--checkpoint-every", "-1"], "--checkpoint-every: must be >= 0"),
+    (["check", "--backend", "reference", "--steps", "2"], "must be >= 3"),
+    (["trian", "--backend", "reference"], "did you mean 'train'?"),
+    (["--backend", "torch", "time"], "the command goes first: bench time --backend torch"),
+    (["options", "--backend", "nope"], "unknown backend 'nope'"),
     (["--backend", "reference", "--dtype", "float16"], "invalid choice"),
     (["--backend", "reference", "--no-such-flag"], "unrecognized arguments"),
     (["check"], "required"),
@@ -94,12 +130,39 @@ def test_bad_input_gives_one_line_and_exit_2(args, message):
     assert run.stderr.strip().count("\n") == 0 and "Traceback" not in run.stderr
 
 
-def test_option_values_are_typed():
-    assert [parse_value(v) for v in ("true", "off", "none", "3", "2.5", "r5")] == [True, False, None, 3, 2.5, "r5"]
-    assert parse_options(["variant=r5", "compile=true"], "ddp") == {"variant": "r5", "compile": True, "parallel": "ddp"}
+def test_options_arrive_as_text_and_the_backend_types_them():
+    assert parse_options(["variant=r5", "compile=true"], "ddp") == {"variant": "r5", "compile": "true",
+                                                                    "parallel": "ddp"}
+    import backends
+    parsed = backends.load("torch").parse_options({"compile": "true", "threads": "2", "amp": "none"})
+    assert parsed["compile"] is True and parsed["threads"] == 2 and parsed["amp"] is None
 
 
-def test_every_subcommand_has_help():
-    for sub in ("time", "train", "check", "compare", "all"):
+def test_every_command_has_a_description_and_shows_its_defaults():
+    from bench.cli import COMMANDS
+
+    for sub in COMMANDS:
         run = bench(sub, "--help", timeout=60)
-        assert run.returncode == 0 and "usage" in run.stdout
+        assert run.returncode == 0 and "usage" in run.stdout, sub
+        assert COMMANDS[sub][1].split(" (")[0] in " ".join(run.stdout.split()), sub
+    assert "(default: 20.0)" in bench("time", "--help").stdout  # --seconds
+
+
+def test_discovery_without_arguments_version_and_list():
+    alone = bench(timeout=60)
+    assert alone.returncode == 0 and "COMMAND" in alone.stdout and "train" in alone.stdout
+    version = bench("--version", timeout=60)
+    assert version.returncode == 0 and "trompt-bench" in version.stdout
+    listed = bench("list", timeout=60)
+    assert listed.returncode == 0
+    assert [line.split()[0] for line in listed.stdout.splitlines()] == ["reference", "jax", "mlx", "tinygrad",
+                                                                         "torch"]
+
+
+def test_an_existing_json_is_not_replaced_without_force(timed):
+    _, path = timed
+    before = path.read_text()
+    run = bench("--backend", "reference", *SMALL_MODEL, "--steps", "1", "--warmup", "1", "--repeats", "1",
+                "--json", str(path), "--quiet")
+    assert run.returncode == 2 and "pass --force" in run.stderr
+    assert path.read_text() == before

@@ -17,7 +17,7 @@ import pytest
 
 from bench.results import read_result
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
 KERNEL = "trompt-bench-test"
 SMOKE_CONFIG = {"n_columns": 984, "n_prompts": 8, "d_model": 16, "n_cycles": 2}  # the notebooks' SMOKE size
