@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.results import write_json_atomic
+from bench import output
 
 FORMAT = 1
 KEEP = 2  # complete checkpoints kept on disk (the newest ones)
@@ -52,12 +52,6 @@ def _read_umask() -> int:
     old = os.umask(0)
     os.umask(old)
     return old
-
-
-# Files and folders are given the mode the umask gives (mkstemp/mkdtemp create 0600/0700).
-_UMASK = _read_umask()
-FILE_MODE = 0o666 & ~_UMASK
-DIR_MODE = 0o777 & ~_UMASK
 
 
 def _fsync_dir(path: Path) -> None:
@@ -78,9 +72,8 @@ def save(directory: str | Path, state: dict[str, np.ndarray], losses: list[float
             np.savez(f, losses=np.asarray(losses, np.float64), **state)
             f.flush()
             os.fsync(f.fileno())
-        write_json_atomic(tmp / "meta.json", {"format": FORMAT, **meta})
-        os.chmod(tmp / "meta.json", FILE_MODE)
-        os.chmod(tmp, DIR_MODE)
+        output.write_json(tmp / "meta.json", {"format": FORMAT, **meta})
+        os.chmod(tmp, 0o777 & ~_read_umask())  # mkdtemp makes 0700; files get theirs from bench.output
         final = directory / name
         if final.exists():  # the same step saved again (e.g. after a resume): replace it
             shutil.rmtree(final)
@@ -105,17 +98,7 @@ def _step_of(path: Path) -> int | None:
 
 
 def _write_latest(directory: Path, name: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".latest.", suffix=".tmp")  # unique per process
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(name + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, directory / "latest")
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    output.write_text(directory / "latest", name + "\n")  # atomic; temporary name unique per process
     _fsync_dir(directory)
 
 
