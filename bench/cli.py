@@ -10,7 +10,8 @@
     python -m bench compare runs/X/*.json | report | minitorch
 
 Bad input (unknown backend/device/option, a number out of range, bad data) prints one line on
-stderr and exits with code 2. Frameworks are imported only through `backends.load`.
+stderr and exits with code 2; a run that stops (a non-finite training loss) exits with code 3.
+Frameworks are imported only through `backends.load`.
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"error: {self.prog}: {message}\n")
+
+
+class Stopped(Exception):
+    """A run that cannot go on (e.g. a non-finite training loss): one line, exit code 3."""
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -202,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:  # bad input: one line, exit 2
         print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 2
+    except Stopped as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

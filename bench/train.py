@@ -22,6 +22,7 @@ from backends import data as data_mod
 from backends import spec
 from backends.spec import TromptConfig
 from bench import checkpoint
+from bench.cli import Stopped
 
 # How many steps go to the trainer per call: large enough for backends that fuse steps (lax.scan,
 # graph replay), small enough for a lively progress bar.
@@ -64,8 +65,6 @@ def _train(backend_name: str, device: str, dtype: str, dataset: data_mod.Dataset
     backend = backends.load(backend_name, device=device, dtype=dtype)
     trainer = backend.trainer(spec.init_params(cfg, seed, dtype), cfg, dataset.x_train, dataset.y_train,
                               **options)
-    if checkpoint_dir and not supports_checkpoints(trainer):
-        raise ValueError(f"the {backend_name} trainer cannot save or load checkpoints yet")
     identity = {"backend": backend_name, "dtype": dtype, "config": cfg.to_dict(), "data": dataset.source,
                 "seed": seed, "batch_size": batch_size, "epochs": epochs, "lr": spec.LR,
                 "weight_decay": spec.WEIGHT_DECAY, "options": options, "max_steps": max_steps}
@@ -94,13 +93,15 @@ def _train(backend_name: str, device: str, dtype: str, dataset: data_mod.Dataset
         epoch_first_step = len(all_losses()) - (batch0 if epoch == epoch0 else 0)
         pos = batch0 if epoch == epoch0 else 0
         bar = tqdm(total=len(batches), initial=pos, desc=f"epoch {epoch + 1}/{epochs}", unit="step",
-                   disable=not progress, file=sys.stderr, leave=False)
+                   disable=not progress, file=sys.stderr)
         while pos < len(batches):
             n = STEPS_PER_CALL
             if checkpoint_every:  # stop exactly on the checkpoint boundaries
                 n = min(n, checkpoint_every - len(all_losses()) % checkpoint_every)
             chunk = batches[pos:pos + n]
+            checked = len(all_losses())
             trainer.run(chunk)
+            check_finite(all_losses(), checked, epoch, epoch_first_step, checkpoint_dir)
             pos += len(chunk)
             bar.update(len(chunk))
             if checkpoint_every and len(all_losses()) % checkpoint_every == 0:
@@ -122,10 +123,17 @@ def _train(backend_name: str, device: str, dtype: str, dataset: data_mod.Dataset
             "val_mae_of_predicting_the_train_mean": baseline, "params": trainer.params()}
 
 
-def supports_checkpoints(trainer: backends.Trainer) -> bool:
-    """The base Trainer's state() reads its own numpy fields; a subclass must provide its own."""
-    cls = type(trainer)
-    return cls is backends.Trainer or cls.state is not backends.Trainer.state
+def check_finite(losses: list[float], first: int, epoch: int, epoch_first_step: int,
+                 checkpoint_dir: str | None) -> None:
+    """Stop at the first non-finite loss among losses[first:], naming where; nothing after it is
+    saved, so the newest checkpoint is the last good state."""
+    bad = [i for i in range(first, len(losses)) if not np.isfinite(losses[i])]
+    if bad:
+        step = bad[0]
+        kept = f"; the last good checkpoint is kept in {checkpoint_dir}" if checkpoint_dir else ""
+        raise Stopped(f"training loss became {losses[step]} at epoch {epoch + 1}, step "
+                      f"{step - epoch_first_step + 1} of the epoch (step {step + 1} of the run): "
+                      f"stopped{kept}")
 
 
 def _save(directory: str, trainer: backends.Trainer, losses: list[float], identity: dict, epoch: int,

@@ -54,3 +54,25 @@ def test_damaged_checkpoints_give_one_line_errors(tmp_path, damage, message):
     with pytest.raises(ValueError, match=message) as info:
         checkpoint.load_latest(tmp_path)
     assert "\n" not in str(info.value)
+
+
+def test_a_non_finite_loss_stops_the_run_at_that_step_keeping_the_last_good_checkpoint(tmp_path):
+    # 40 rows, 4 columns; batch 4 of epoch 0 (rows 32, 25, 19, ...) holds a value whose float32
+    # LayerNorm overflows: its loss is NaN, the three steps before it are fine.
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 4)).astype(np.float32), rng.normal(size=40).astype(np.float32)
+    x[32, 1] = 3e38
+    data = tmp_path / "data"
+    data.mkdir()
+    np.savez(data / "train.npz", X=x, Y=y)
+    np.savez(data / "val.npz", X=x[:8], Y=y[:8])
+    ckpt = tmp_path / "ckpt"
+    run = subprocess.run(bench_cmd("train", "--backend", "torch", "--data", str(data), "--n-prompts", "2",
+                                   "--d-model", "4", "--n-cycles", "1", "--epochs", "1", "--quiet",
+                                   "--checkpoint-dir", str(ckpt), "--checkpoint-every", "1"),
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 3, run.stderr
+    assert run.stderr.strip().count("\n") == 0
+    assert "training loss became nan at epoch 1, step 4 of the epoch (step 4 of the run)" in run.stderr
+    state, losses, meta = checkpoint.load_latest(ckpt)
+    assert meta["global_step"] == 3 and len(losses) == 3 and np.all(np.isfinite(losses))
