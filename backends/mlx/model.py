@@ -1,4 +1,4 @@
-"""The modified Trompt in MLX, computed by the exact R5 rewrite (docs/SPEC.md).
+"""The modified Trompt in MLX, computed by the exact R5 rewrite (docs/SPEC.md §7).
 
 Same numbers as reference/model.py (up to rounding), far less work:
   - the six cells are stacked on a leading axis N and run as batched operations (F1);

@@ -1,4 +1,4 @@
-"""The modified Trompt in tinygrad, computed by the exact R5 rewrite (trompt_spec.md §7-8).
+"""The modified Trompt in tinygrad, computed by the exact R5 rewrite (docs/SPEC.md §7).
 
 The same algorithm as backends/mlx/model.py, written in tinygrad's Tensor API:
   - the six cells are stacked on a leading axis N and run as batched operations (F1);
