@@ -63,7 +63,9 @@ for dt in (torch.float32, torch.float64):  # §9.6 LayerNorm of a row holding 1e
         shrink.append(float((1 - p.detach() / start).abs().max()))
     facts[f"§9.1 {dt} AdamW, zero gradient, 100 steps: shrink (for-loop / foreach / fused)"] = shrink
 
-x, params = np.nan_to_num(data.make_synthetic(64, 1)[0]), spec.init_params(cfg)  # 64 training rows
+raw, params = data.make_synthetic(1024, 1)[0], spec.init_params(cfg)  # the first 1,024 training rows
+facts["§5 missing cells in the first 1,024 training rows"] = float(np.isnan(raw).mean())
+x = np.nan_to_num(raw[:64])
 h = np.maximum(x[:, :, None] * params["tcells.0.feature_emb_weight"] + params["tcells.0.feature_emb_bias"], 0)
 msq = (h.astype(np.float64) ** 2).mean(-1)
 facts["§9.2 model H (64 rows, cell 0): max |x| / max mean^2/mean(h^2)"] = (
