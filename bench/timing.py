@@ -2,8 +2,8 @@
 
 Rules every figure of the project follows:
 - the clock stops only after `trainer.sync()`, so queued device work is counted;
-- warm-up runs every batch shape the timed region will see (the epoch's short last batch too),
-  so no compilation, recompilation or graph capture lands inside a timed repeat;
+- warm-up runs every batch shape the timed region will see (the epoch's short last batch too,
+  without stepping), so no compilation or recompilation lands inside a timed repeat;
 - samples are counted from the batches actually run (a short batch counts its own rows);
 - repeats whose rates spread by more than SPREAD_LIMIT are flagged, in the output and the JSON.
 
@@ -44,36 +44,42 @@ def batch_stream(n_train: int, batch_size: int, seed: int) -> Iterator[np.ndarra
         yield from data_mod.epoch_batches(n_train, batch_size, epoch, seed)
 
 
-def warmup_batches(stream: Iterator[np.ndarray], warmup: int, n_train: int,
-                   batch_size: int) -> list[np.ndarray]:
-    """`warmup` batches of the stream, plus one short batch when epochs end in one (its shape is
-    new to a compiler that specialises on shapes, e.g. torch.compile with dynamic=False)."""
-    batches = [next(stream) for _ in range(warmup)]
+def other_shapes(n_train: int, batch_size: int) -> list[np.ndarray]:
+    """Batches of the shapes the stream yields besides the full one: the epoch's short last batch.
+    Warm-up compiles them through `trainer.gradients` (the same loss, forward and backward, as the
+    step, for compilers that specialise on shapes such as torch.compile with dynamic=False)
+    without taking an optimizer step, so the training trajectory stays the protocol's."""
     short = n_train % batch_size
-    if short and all(len(b) != short for b in batches):
-        batches.append(np.arange(short, dtype=np.int64))
-    return batches
+    return [np.arange(short, dtype=np.int64)] if short else []
 
 
-def measure(trainer: backends.Trainer, stream: Iterator[np.ndarray], warmup: list[np.ndarray],
-            repeats: int, steps: int | None, seconds: float,
+def measure(trainer: backends.Trainer, stream: Iterator[np.ndarray], warmup: int, repeats: int,
+            steps: int | None, seconds: float, shapes: list[np.ndarray] = (),
             clock: Callable[[], float] = time.perf_counter,
             progress: Callable[[str], None] | None = None) -> dict:
-    """Warm up on `warmup` (one batch per call), then time `repeats` runs of `steps` batches each
-    (default: as many as fit `seconds` in all, from the fastest warm-up step)."""
+    """Warm up on `warmup` training steps of the stream (one per call) and on the other batch
+    `shapes`, then time `repeats` runs of `steps` batches each (default: as many as fit `seconds`
+    in all, from the fastest warm-up step)."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     if steps is not None and steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    if warmup < 1:
+        raise ValueError(f"warmup must be >= 1 (the first step carries compilation), got {warmup}")
     warm_times = []
-    for batch in warmup:
+    for _ in range(warmup):
         t0 = clock()
-        trainer.run([batch])
+        trainer.run([next(stream)])
         trainer.sync()
         warm_times.append(clock() - t0)
+    shape_times = []
+    for rows in shapes:
+        t0 = clock()
+        trainer.gradients(rows)
+        trainer.sync()
+        shape_times.append(clock() - t0)
     if steps is None:
-        full = [t for t, b in zip(warm_times, warmup) if len(b) == len(warmup[0])] or warm_times
-        est_step = trainer.agree_max(min(full))  # ranks of a multi-process run must agree
+        est_step = trainer.agree_max(min(warm_times))  # ranks of a multi-process run must agree
         steps = max(1, math.floor(seconds / repeats / max(est_step, 1e-9)))
 
     rates, step_ms, samples = [], [], []
@@ -100,9 +106,10 @@ def measure(trainer: backends.Trainer, stream: Iterator[np.ndarray], warmup: lis
         "repeat_spread": spread,
         "unsteady": spread > SPREAD_LIMIT,
         "warmup_steps": len(warm_times),
-        "warmup_batch_sizes": [len(b) for b in warmup],
-        "compile_time_s": warm_times[0] if warm_times else None,
+        "compile_time_s": warm_times[0],
         "warmup_step_times_s": warm_times,
+        "warmup_other_shapes": [len(rows) for rows in shapes],
+        "warmup_other_shapes_s": shape_times,
     }
 
 
@@ -111,8 +118,6 @@ def time_training(backend_name: str, device: str, dtype: str, dataset: data_mod.
                   repeats: int = 3, steps: int | None = None, seconds: float = 20.0, seed: int = 0,
                   options: dict | None = None, progress: bool = True) -> dict:
     """Returns the result record (see README: Reading results)."""
-    if warmup < 1:
-        raise ValueError(f"warmup must be >= 1 (the first step carries compilation), got {warmup}")
     load_before = os.getloadavg()
     started_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     backend = backends.load(backend_name, device=device, dtype=dtype)
@@ -130,8 +135,8 @@ def time_training(backend_name: str, device: str, dtype: str, dataset: data_mod.
 
     if progress:
         say(f"warm-up: {warmup} step(s), the first compiles (if this backend compiles)")
-    timing = measure(trainer, stream, warmup_batches(stream, warmup, n_train, batch_size), repeats, steps,
-                     seconds, progress=say if progress else None)
+    timing = measure(trainer, stream, warmup, repeats, steps, seconds, other_shapes(n_train, batch_size),
+                     progress=say if progress else None)
     if timing["unsteady"]:
         print(f"warning: {backend_name}: repeats spread {timing['repeat_spread']:.2f}x "
               f"(> {SPREAD_LIMIT}x): the machine was not steady; compare with care", file=sys.stderr)

@@ -37,6 +37,14 @@ class FakeTrainer:
             self.queued += factor * STEP_COST * len(b)
             self.rows_run += len(b)
 
+    def gradients(self, rows):  # the loss and its backward on `rows`: compiles, does not step
+        if len(rows) not in self.shapes:
+            self.shapes.add(len(rows))
+            self.queued += COMPILE_COST
+        self.queued += STEP_COST * len(rows)
+        self.sync()
+        return 0.0, {}
+
     def sync(self):
         self.clock.now += self.queued
         self.queued = 0.0
@@ -53,11 +61,9 @@ def stream_of(sizes):
         yield from (np.arange(s) for s in sizes)
 
 
-def run_measure(trainer, clock, sizes=(8,), warmup=2, repeats=3, steps=5, n_train=None):
-    stream = stream_of(sizes)
-    n_train = n_train or sum(sizes)
-    batches = timing.warmup_batches(stream, warmup, n_train, sizes[0])
-    return timing.measure(trainer, stream, batches, repeats, steps, seconds=1.0, clock=clock)
+def run_measure(trainer, clock, sizes=(8,), warmup=2, repeats=3, steps=5):
+    shapes = timing.other_shapes(sum(sizes), sizes[0])
+    return timing.measure(trainer, stream_of(sizes), warmup, repeats, steps, 1.0, shapes, clock=clock)
 
 
 def test_the_clock_stops_after_sync():
@@ -79,9 +85,11 @@ def test_warmup_is_excluded_and_its_first_step_is_the_compile_time():
 def test_a_short_last_batch_is_compiled_in_warmup_not_in_a_repeat():
     clock = FakeClock()
     # epochs of 8 + 8 + 3 rows: the short batch first appears in the timed region
-    out = run_measure(FakeTrainer(clock), clock, sizes=(8, 8, 3), warmup=1, steps=3)
-    assert 3 in out["warmup_batch_sizes"]
+    trainer = FakeTrainer(clock)
+    out = run_measure(trainer, clock, sizes=(8, 8, 3), warmup=1, steps=3)
+    assert out["warmup_other_shapes"] == [3]
     assert out["samples_per_sec_all"] == pytest.approx([100.0] * 3)  # no 100 s compile inside
+    assert trainer.rows_run == 8 + 3 * 19  # the shape warm-up took no training step
 
 
 def test_samples_are_counted_from_the_batches_run():
@@ -89,14 +97,13 @@ def test_samples_are_counted_from_the_batches_run():
     trainer = FakeTrainer(clock)
     out = run_measure(trainer, clock, sizes=(8, 8, 3), warmup=1, steps=3)
     assert out["samples_per_repeat"] == [19, 19, 19]
-    assert sum(out["samples_per_repeat"]) + sum(out["warmup_batch_sizes"]) == trainer.rows_run
+    assert sum(out["samples_per_repeat"]) + 8 == trainer.rows_run
 
 
 def test_steps_follow_the_time_budget_from_the_fastest_full_warmup_step():
     clock = FakeClock()
-    stream = stream_of((8,))
-    out = timing.measure(FakeTrainer(clock), stream, timing.warmup_batches(stream, 3, 8, 8), repeats=2,
-                         steps=None, seconds=4.0, clock=clock)
+    out = timing.measure(FakeTrainer(clock), stream_of((8,)), 3, repeats=2, steps=None, seconds=4.0,
+                         clock=clock)
     assert out["steps_per_repeat"] == 25  # 4 s / 2 repeats / 0.08 s per step
 
 
@@ -110,10 +117,10 @@ def test_an_unsteady_run_is_flagged():
     assert out["unsteady"] and out["repeat_spread"] == pytest.approx(3.0)
 
 
-@pytest.mark.parametrize("bad", [dict(repeats=0), dict(steps=0), dict(steps=-1)])
+@pytest.mark.parametrize("bad", [dict(repeats=0), dict(steps=0), dict(steps=-1), dict(warmup=0)])
 def test_bad_counts_are_refused(bad):
     clock = FakeClock()
-    args = dict(repeats=3, steps=5) | bad
+    args = dict(warmup=1, repeats=3, steps=5) | bad
     with pytest.raises(ValueError, match="must be >= 1"):
-        timing.measure(FakeTrainer(clock), stream_of((8,)), [np.arange(8)], args["repeats"], args["steps"],
+        timing.measure(FakeTrainer(clock), stream_of((8,)), args["warmup"], args["repeats"], args["steps"],
                        1.0, clock=clock)
