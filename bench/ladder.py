@@ -1,499 +1,352 @@
-"""The torch speed-up ladder: reference -> each rewrite -> device trainer -> fused AdamW -> AMP ->
-compile -> CUDA graphs -> multi-device, timed in ONE process at batch 8.
+"""The torch speed-up ladder: reference -> r2 -> r3 -> r4 -> r5 -> resident trainer -> fused AdamW
+-> AMP -> compile -> CUDA graphs -> cells over several processes, every rung timed and checked.
 
-    python -m bench ladder --backend torch --device cpu [--seconds 20] [--profile] [--out results]
+    python -m bench ladder --backend torch --device cpu [--seconds 20] [--only r5,compile] [--out results]
 
-Writes `ladder_torch_<device>.json`, `.md` (the table) and `.png` (log-scale bar chart) into --out.
-Every row reports samples/s (median of repeats), × the reference and × the step it builds on,
-compile time (first step), peak memory during the row, and an equivalence label with the measured
-deviation from the float64 reference on a fixed batch (the first training batch at the initial
-parameters): the row's first training loss, and its predictions for that batch.
+Each rung is a `Rung`: a backend and the trainer options set by hand. It is built through
+`backends.load` and timed by `bench.timing.time_training`, so its warm-up (the epoch's short last
+batch included), step formula, spread flag and sync rule are those of `bench time`. Its
+equivalence is `bench check` on that very backend and those options (the reference row: the
+reference in float32 against itself in float64). The cells rung runs as `bench time --check`
+under torchrun, over every GPU or over --cpu-ranks gloo processes.
 
-Rows that need hardware this machine lacks are kept in the table as "skipped: ...". Timings on a
-shared machine are noisy: compare rows of one run, never across runs.
+Writes `ladder_torch_<device>.{json,md,png}` (`ladder_torch_<device>_smoke.*` with --smoke) into
+--out: runs/<run id>/ by default (untracked); `--out results` publishes. Rungs that need hardware
+this machine lacks stay in the table as "skipped: ...". Timings on a shared machine are noisy:
+compare rows of one run, never across runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
+import dataclasses
+import datetime
 import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
-
+import backends
 from backends import data as data_mod
 from backends import spec
-from bench import sysinfo
+from bench import cli, floors, output, results, run_all, sysinfo
+from bench.check import check_trainer
+from bench.timing import ENVIRONMENT_KEYS, batch_stream, time_training
 
-# glibc keeps per-step buffers instead of returning and re-mapping them each step (spec §14).
-# Same values as the Makefile's BENCH_ENV. They only act if set before the process starts.
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "4294967296",
-              "MALLOC_TOP_PAD_": "268435456"}
-REEXEC_FLAG = "TROMPT_LADDER_REEXEC"
-SMOKE_CONFIG = spec.TromptConfig(n_columns=48, n_prompts=8, d_model=16, n_cycles=3)
+SMOKE = "smoke (tiny model, plumbing only)"
+SMOKE_SIZES = {"n_prompts": 8, "d_model": 16, "n_cycles": 3}
+EQUIVALENCE_KEYS = ("verdict", "worst", "deviations", "tolerances")  # what `bench time --check` keeps
 
-# (key, what changed, builds on, backend, trainer options, needs, equivalence class)
-# needs: None, "cuda" or "multi" (>= 2 GPUs, or --cpu-ranks on a CPU).
-# Options not given take the values of BASE_OPTS.
-BASE_OPTS = {"variant": "r5", "optimizer": "default", "host_loop": True}
-STEPS = [
-    ("reference", "the original model and loop (torch.optim.AdamW default)", None, "reference", {}, None,
-     "exact"),
-    ("r2", "mask once per batch; (B,P,C,D) expansion collapsed into M·E", "reference", "torch",
-     {"variant": "r2"}, None, "reassociated"),
-    ("r3", "the 6 cells stacked, batched ops (bmm over cells)", "r2", "torch", {"variant": "r3"}, None,
-     "reassociated"),
-    ("r4", "downstream head reassociated: no (B,N,P,D) tensor", "r3", "torch", {"variant": "r4"}, None,
-     "reassociated"),
-    ("r5", "embedding LayerNorm affine folded: E never built", "r4", "torch", {}, None, "reassociated"),
-    ("resident", "trainer on device: data resident, losses read lazily", "r5", "torch",
-     {"host_loop": False}, None, "reassociated"),
-    ("fused", "fused AdamW (one kernel over all parameters)", "resident", "torch",
-     {"host_loop": False, "optimizer": "fused"}, None, "reassociated"),
-    ("amp", "autocast to bf16 (fp16 + GradScaler on pre-Ampere GPUs)", "fused", "torch",
-     {"host_loop": False, "optimizer": "fused", "amp": "AUTO"}, None, "AMP"),
-    ("compile", "torch.compile of forward + backward (exact path, no AMP)", "fused", "torch",
-     {"host_loop": False, "optimizer": "fused", "compile": True}, None, "reassociated"),
-    ("cuda_graphs", "whole step (fwd, bwd, fused AdamW) captured in one CUDA graph", "compile", "torch",
-     {"host_loop": False, "optimizer": "fused", "compile": True, "cuda_graphs": True}, "cuda",
-     "reassociated"),
-    ("cells", "cell parallel over G devices (torchrun; 134 KB all-reduced per step)", "cuda_graphs",
-     "torch", {"host_loop": False, "optimizer": "fused", "compile": True, "parallel": "cells"}, "multi",
-     "reassociated"),
-]
+
+@dataclasses.dataclass(frozen=True)
+class Rung:
+    """One step of the ladder. `options` are the trainer options set by hand (the others take
+    their defaults); `needs` is None, "cuda", or "multi" (>= 2 GPUs, or --cpu-ranks on a CPU)."""
+
+    key: str
+    what: str
+    builds_on: str | None  # the rung this one changes (None: the baseline)
+    backend: str
+    options: dict = dataclasses.field(default_factory=dict, hash=False)
+    needs: str | None = None
+
+
+ORIGINAL_LOOP = {"optimizer": "default", "host_loop": True}  # the original's AdamW and host loop
+FUSED = {"optimizer": "fused"}
+COMPILED = {**FUSED, "compile": True}
+RUNGS = (
+    Rung("reference", "the original model and loop (torch.optim.AdamW default)", None, "reference"),
+    Rung("r2", "mask once per batch; (B,P,C,D) expansion collapsed into M·E", "reference", "torch",
+         {"variant": "r2", **ORIGINAL_LOOP}),
+    Rung("r3", "the cells stacked, batched ops (bmm over cells)", "r2", "torch",
+         {"variant": "r3", **ORIGINAL_LOOP}),
+    Rung("r4", "downstream head reassociated: no (B,N,P,D) tensor", "r3", "torch",
+         {"variant": "r4", **ORIGINAL_LOOP}),
+    Rung("r5", "embedding LayerNorm affine folded: E never built", "r4", "torch",
+         {"variant": "r5", **ORIGINAL_LOOP}),
+    Rung("resident", "trainer on device: data resident, losses read lazily", "r5", "torch",
+         {"optimizer": "default"}),
+    Rung("fused", "fused AdamW (one kernel over all parameters)", "resident", "torch", FUSED),
+    Rung("amp", "autocast to bf16 (fp16 + GradScaler on GPUs without bf16)", "fused", "torch",
+         {**FUSED, "amp": "bf16"}),
+    Rung("compile", "torch.compile of forward + backward (exact path, no AMP)", "fused", "torch", COMPILED),
+    Rung("cuda_graphs", "whole step (fwd, bwd, fused AdamW) captured in one CUDA graph", "compile", "torch",
+         {**COMPILED, "cuda_graphs": True}, needs="cuda"),
+    Rung("cells", "cell parallel over G processes (torchrun; shared gradients all-reduced)", "compile",
+         "torch", {**COMPILED, "parallel": "cells"}, needs="multi"),
+)
+KEYS = [r.key for r in RUNGS]
+
+
+def rung_keys(text: str) -> list[str]:
+    keys = [k.strip() for k in text.split(",") if k.strip()]
+    unknown = [k for k in keys if k not in KEYS]
+    if unknown or not keys:
+        raise argparse.ArgumentTypeError(f"unknown rung(s) {', '.join(unknown) or repr(text)}; "
+                                         f"choose from {', '.join(KEYS)}")
+    return keys
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="torch", choices=["torch"], help="only torch has a ladder")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--data", default="synthetic:small")
-    p.add_argument("--seconds", type=float, default=20.0, help="timed budget per row (3 repeats)")
-    p.add_argument("--reference-steps", type=int, default=1, help="timed reference steps (~17 s each on CPU)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
-    p.add_argument("--only", default=None, help="comma-separated row keys (the reference always runs)")
-    p.add_argument("--profile", action="store_true", help="torch.profiler top ops for a few rows")
-    p.add_argument("--no-malloc-env", action="store_true", help="do not re-exec with the glibc MALLOC_* env")
-    p.add_argument("--cpu-ranks", type=int, default=0,
-                   help="on cpu, run the cells row as this many gloo processes (threads split between them)")
-    p.add_argument("--smoke", action="store_true", help="a tiny model and data set: checks the plumbing only")
-    p.add_argument("--out", default="results")
+    p.add_argument("--data", default=None, help="default synthetic:small (synthetic:tiny with --smoke)")
+    p.add_argument("--seconds", type=cli.positive_number, default=None,
+                   help="timed budget per rung, all 3 repeats (default 20; 1 with --smoke)")
+    p.add_argument("--reference-steps", type=cli.positive_int, default=1,
+                   help="timed reference steps per repeat (~17 s each on a CPU)")
+    p.add_argument("--threads", type=cli.positive_int, default=None,
+                   help="torch threads (default: $OMP_NUM_THREADS, else all cores)")
+    p.add_argument("--only", type=rung_keys, default=None, help="comma-separated rung keys "
+                   f"({', '.join(KEYS)}); the reference always runs")
+    p.add_argument("--cpu-ranks", type=cli.count, default=0,
+                   help="on cpu, run the cells rung as this many gloo processes (threads split between them)")
+    p.add_argument("--profile", action="store_true", help="torch.profiler's top ops of each timed rung")
+    p.add_argument("--no-malloc-env", action="store_true",
+                   help="do not re-execute with `bench all`'s allocator settings for the fast backends")
+    p.add_argument("--smoke", action="store_true", help=f"{SMOKE}: checks that everything runs")
+    p.add_argument("--out", default=None,
+                   help="directory for the files (default: runs/<run id>/, untracked; `results` publishes)")
 
 
 def run(args: argparse.Namespace) -> int:
-    missing_env = not all(k in os.environ for k in MALLOC_ENV)
-    if missing_env and not args.no_malloc_env and REEXEC_FLAG not in os.environ:
-        env = {**os.environ, **MALLOC_ENV, REEXEC_FLAG: "1"}
-        os.execve(sys.executable, [sys.executable, "-m", "bench", *sys.argv[1:]], env)
-
+    reexec_with_allocator_env(args)
     import torch
 
-    threads = args.threads or os.cpu_count() or 1
-    torch.set_num_threads(threads)
-    cfg = SMOKE_CONFIG if args.smoke else spec.TromptConfig()
-    dataset = data_mod.load_dataset(args.data, n_columns=cfg.n_columns)
-    fixed = data_mod.epoch_batches(len(dataset.x_train), spec.BATCH_SIZE, 0, spec.SEED)[0]
-    oracle = reference_oracle(cfg, dataset, fixed)
-    peaks = machine_peaks(args.device)
-    wanted = set(args.only.split(",")) | {"reference"} if args.only else None
+    data = args.data or ("synthetic:tiny" if args.smoke else "synthetic:small")
+    seconds = args.seconds or (1.0 if args.smoke else 20.0)
+    dataset = data_mod.load_dataset(data, seed=spec.SEED)
+    cfg = spec.TromptConfig(n_columns=dataset.n_columns, **(SMOKE_SIZES if args.smoke else {}))
+    threads = args.threads or int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+    torch.set_num_threads(threads)  # the reference's threads; the torch rungs get them as an option
+    run_id = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    wanted = {"reference", *(args.only or KEYS)}
+    peaks = floors.machine_peaks(args.device, cfg, square=512 if args.smoke else 2048)
 
     rows: dict[str, dict] = {}
     profiles: dict[str, list] = {}
-    for key, what, base, backend, opts, needs, label in STEPS:
-        if wanted is not None and key not in wanted:
-            continue
-        options = resolve_options(backend, opts, args.device, threads)
-        row = {"key": key, "what": what, "base": base, "backend": backend, "options": options}
-        reason = missing_hardware(needs, args.device, args.cpu_ranks)
+    for rung in (r for r in RUNGS if r.key in wanted):
+        row = {"key": rung.key, "what": rung.what, "builds_on": rung.builds_on, "backend": rung.backend}
+        reason = missing_hardware(rung.needs, args.device, args.cpu_ranks)
+        print(f"== {rung.key}: {'skipped: ' + reason if reason else rung.what}", file=sys.stderr, flush=True)
         if reason:
-            rows[key] = {**row, "skipped": reason}
-            print(f"{key:12s} skipped: {reason}", file=sys.stderr, flush=True)
+            rows[rung.key] = {**row, "skipped": reason}
             continue
-        print(f"{key:12s} {what} ...", file=sys.stderr, flush=True)
-        if key == "cells":
-            fastest = max((r.get("samples_per_sec") or 0 for r in rows.values()), default=0)
-            rows[key] = {**row, **time_multi_process(args, options, threads, fastest)}
+        options = rung_options(rung, args.device, threads)
+        if rung.needs == "multi":
+            rows[rung.key] = {**row, **time_cells(options, args, cfg, data, seconds, run_id)}
             continue
-        reset_peak_rss()
-        profile = args.profile and key in ("reference", "r3", "r5", "fused", "compile", "cuda_graphs")
-        result = time_row(backend, args, cfg, dataset, options, reference=(key == "reference"),
-                          profile=profile)
-        if "profile" in result:
-            profiles[key] = result.pop("profile")
-        result["deviation"] = deviation(backend, args.device, cfg, dataset, options, fixed, oracle,
-                                        result["first_loss"])
-        result["equivalence"] = label_for(label, options)
-        result["floors"] = floors(backend, args.device, cfg, dataset, options, peaks)
-        rows[key] = {**row, **result}
-        print(f"{key:12s} {result['samples_per_sec']:.2f} samples/s", file=sys.stderr, flush=True)
+        reset_peak_memory(args.device)
+        is_ref = rung.backend == "reference"
+        result = time_training(rung.backend, args.device, "float32", dataset, cfg, warmup=1 if is_ref else 3,
+                               steps=args.reference_steps if is_ref else None, seconds=seconds,
+                               seed=spec.SEED, options=options)
+        result["options_given"] = options
+        verdict = check_trainer(rung.backend, args.device, "float32", options)
+        result["equivalence"] = {k: verdict[k] for k in EQUIVALENCE_KEYS}
+        result["floors"] = floors.floors(rung.backend, options, args.device, cfg, dataset, peaks)
+        if args.profile:
+            profiles[rung.key] = top_ops(rung, options, args.device, cfg, dataset)
+        rows[rung.key] = {**row, **result}
+        print(f"   {result['samples_per_sec']:.2f} samples/s; check: {verdict['verdict']}", file=sys.stderr)
 
     add_ratios(rows)
     record = {
-        "ladder": "torch", "device": args.device, "device_name": device_name(args.device),
-        "threads": threads, "malloc_env": {k: os.environ.get(k) for k in MALLOC_ENV},
-        "data": dataset.source, "smoke": args.smoke, "batch_size": spec.BATCH_SIZE, "config": cfg.to_dict(),
-        "torch": torch.__version__, "git_commit": sysinfo.git_commit(),
+        "ladder": "torch", "device": args.device, "smoke": args.smoke,
+        "device_name": backends.load("torch", args.device).device_name(), "threads": threads,
+        "data": dataset.source, "batch_size": spec.BATCH_SIZE, "config": cfg.to_dict(),
+        "torch": torch.__version__, "git_commit": sysinfo.git_commit(), "run_id": run_id,
+        "environment": {k: os.environ[k] for k in ENVIRONMENT_KEYS if k in os.environ},
         "machine_peaks": peaks, "load_average_end": os.getloadavg(), "rows": list(rows.values()),
         "profiles": profiles,
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"ladder_torch_{args.device}"
-    from bench.results import write_json_atomic
-
-    write_json_atomic(stem.with_suffix(".json"), record)
+    stem = Path(args.out or f"runs/{run_id}") / f"ladder_torch_{args.device}{'_smoke' if args.smoke else ''}"
     table = markdown(record)
-    stem.with_suffix(".md").write_text(table)
+    output.write_json(stem.with_suffix(".json"), record)
+    output.write_text(stem.with_suffix(".md"), table)
     bar_chart(record, stem.with_suffix(".png"))
     print(table)
+    print(f"wrote {stem}.{{json,md,png}}", file=sys.stderr)
     return 0
 
 
+def reexec_with_allocator_env(args: argparse.Namespace) -> None:
+    """The torch rungs run with `bench all`'s allocator settings for the fast backends
+    (run_all.FAST_BACKEND_ENV). glibc reads them only when a process starts, so `python -m bench
+    ladder` re-executes itself once with them; the reference rung shares the process, and the
+    settings (each row records its environment)."""
+    env = run_all.environment_for("torch")
+    if args.no_malloc_env or sys.argv[1:2] != ["ladder"] or all(
+            os.environ.get(k) == v for k, v in run_all.FAST_BACKEND_ENV.items()):
+        return
+    os.execve(sys.executable, [sys.executable, "-m", "bench", *sys.argv[1:]], env)
+
+
 # ---------------------------------------------------------------------------------------------
-# Rows
+# Rungs
 
 
-def resolve_options(backend: str, opts: dict, device: str, threads: int) -> dict:
-    if backend == "reference":
-        return {}
-    options = {**BASE_OPTS, **opts, "threads": threads}
-    if options.get("amp") == "AUTO":
-        options["amp"] = amp_dtype(device)
+def rung_options(rung: Rung, device: str, threads: int) -> dict:
+    if rung.backend == "reference":
+        return dict(rung.options)
+    options = {**rung.options, "threads": threads}
+    if options.get("amp") == "bf16" and device == "cuda":
+        import torch
+
+        if not torch.cuda.is_bf16_supported():
+            options["amp"] = "fp16"  # T4-class cards: fp16 tensor cores with a GradScaler
     return options
 
 
-def amp_dtype(device: str) -> str:
-    import torch
-
-    if device == "cuda" and not torch.cuda.is_bf16_supported():
-        return "fp16"  # T4-class cards: fp16 tensor cores with a GradScaler
-    return "bf16"
-
-
 def missing_hardware(needs: str | None, device: str, cpu_ranks: int) -> str | None:
-    import torch
-
     if needs == "cuda" and device != "cuda":
         return "needs CUDA"
     if needs == "multi" and device == "cpu" and cpu_ranks < 2:
         return "needs >= 2 CUDA GPUs (or --cpu-ranks 2 for gloo processes on this CPU)"
-    if needs == "multi" and device == "cuda" and torch.cuda.device_count() < 2:
-        return "needs >= 2 CUDA GPUs (torchrun --nproc_per_node=G -m bench --parallel cells)"
+    if needs == "multi" and device == "cuda":
+        import torch
+
+        if torch.cuda.device_count() < 2:
+            return "needs >= 2 CUDA GPUs"
     return None
 
 
-def label_for(label: str, options: dict) -> str:
-    if label == "AMP":
-        return f"AMP {options.get('amp')}"
-    if label == "reassociated":
-        return "reassociated fp32 (exact in real arithmetic)"
-    return "exact (the original)"
+def reset_peak_memory(device: str) -> None:
+    """Each row's peak is its own: torch's CUDA peak and Linux's RSS high-water mark (which
+    getrusage's ru_maxrss, bench time's host measure, reads) are reset before the row."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+    if device == "cuda":
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
 
 
-def time_row(backend_name: str, args: argparse.Namespace, cfg: spec.TromptConfig,
-             dataset: data_mod.Dataset, options: dict, reference: bool, profile: bool) -> dict:
-    """bench's timing protocol (warm-up apart, clock stopped after sync, median of repeats), kept
-    here so that the row's trainer is at hand for its first loss and its profile."""
-    import backends
-    from bench.timing import batch_stream
-
-    backend = backends.load(backend_name, device=args.device, dtype="float32")
-    trainer = backend.trainer(spec.init_params(cfg, spec.SEED, "float32"), cfg, dataset.x_train,
-                              dataset.y_train, **options)
-    stream = batch_stream(len(dataset.x_train), spec.BATCH_SIZE, spec.SEED)
-    warm = []
-    for _ in range(1 if reference else 3):
-        t0 = time.perf_counter()
-        trainer.run([next(stream)])
-        trainer.sync()
-        warm.append(time.perf_counter() - t0)
-    repeats = 1 if reference else 3
-    steps = args.reference_steps if reference else max(1, int(args.seconds / repeats / min(warm)))
-    rates = []
-    for _ in range(repeats):
-        batches = [next(stream) for _ in range(steps)]
-        t0 = time.perf_counter()
-        trainer.run(batches)
-        trainer.sync()
-        rates.append(sum(map(len, batches)) / (time.perf_counter() - t0))
-    losses = trainer.losses()
-    if not np.all(np.isfinite(losses)):
-        raise RuntimeError(f"{backend_name} {options}: non-finite training loss")
-    result = {"samples_per_sec": float(np.median(rates)), "samples_per_sec_all": rates,
-              "step_time_ms": 1000 * spec.BATCH_SIZE / float(np.median(rates)), "steps_per_repeat": steps,
-              "repeats": repeats, "compile_time_s": warm[0], "warmup_step_times_s": warm,
-              "first_loss": losses[0], "versions": backend.versions()}
-    device_peak = trainer.peak_memory_mb()
-    result["peak_memory_mb"] = device_peak if device_peak is not None else peak_rss_since_reset_mb()
-    result["peak_memory_kind"] = "device" if device_peak is not None else "host RSS peak during the row"
-    if profile:
-        result["profile"] = top_ops(trainer, stream, args.device, n_steps=1 if reference else 5)
-    return result
-
-
-def time_multi_process(args: argparse.Namespace, options: dict, threads: int, fastest_sps: float) -> dict:
-    """torchrun over every GPU (or --cpu-ranks gloo processes), timed by bench's own `time`
-    command; its JSON is read back. On a CPU the ranks split this run's threads between them.
-    The step count is fixed here (from the fastest single-process row): every rank must run the
-    same number of steps, and ranks that derive it from their own warm-up times disagree."""
+def time_cells(options: dict, args: argparse.Namespace, cfg: spec.TromptConfig, data: str, seconds: float,
+               run_id: str) -> dict:
+    """`bench time --check` under torchrun over every GPU (or --cpu-ranks gloo processes, which
+    split this run's threads); its JSON is the row. The ranks agree on the step count themselves."""
     import torch
 
     ranks = torch.cuda.device_count() if args.device == "cuda" else args.cpu_ranks
-    per_rank = {"threads": max(1, threads // ranks)} if args.device == "cpu" else {}
-    steps = max(5, int(args.seconds / 3 * max(fastest_sps, 1.0) / spec.BATCH_SIZE))
+    env = {**run_all.environment_for("torch"), "TROMPT_RUN_ID": run_id}
+    if args.device == "cpu":
+        options = {**options, "threads": max(1, options["threads"] // ranks)}
+        env["OMP_NUM_THREADS"] = str(options["threads"])
+    sizes = [f"--{k.replace('_', '-')}={getattr(cfg, k)}" for k in SMOKE_SIZES]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "cells.json"
-        opts = [f"--opt={k}={v}" for k, v in {**options, **per_rank}.items()
-                if k != "parallel" and (k != "threads" or per_rank)]
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
-               "-m", "bench", "time", "--backend", "torch", "--device", args.device, "--parallel", "cells",
-               "--data", args.data, "--steps", str(steps), "--quiet", "--json", str(path), *opts]
-        env = {**os.environ, "OMP_NUM_THREADS": str(per_rank.get("threads", 1))}
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
+               "-m", "bench", "time", "--backend", "torch", "--device", args.device, "--data", data,
+               "--seconds", str(seconds), *sizes, "--check", "--quiet", "--json", str(path),
+               *[f"--opt={k}={v}" for k, v in options.items()]]
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
+        except subprocess.TimeoutExpired:
+            return {"skipped": "torchrun did not finish within an hour"}
         if done.returncode != 0 or not path.exists():
             return {"skipped": f"torchrun failed: {' '.join(done.stderr.strip().splitlines()[-1:])}"}
-        result = json.loads(path.read_text())
-    keep = ("samples_per_sec", "samples_per_sec_all", "step_time_ms", "compile_time_s", "peak_memory_mb",
-            "peak_memory_kind")
-    return {k: result.get(k) for k in keep} | {
-        "equivalence": "reassociated fp32 (exact in real arithmetic)", "ranks": ranks,
-        "options": {**options, **per_rank}}
+        result = results.read_result(path)
+    return {**{k: v for k, v in result.items() if k != "_file"}, "ranks": ranks}
 
 
-# ---------------------------------------------------------------------------------------------
-# Equivalence: deviation from the float64 reference on a fixed batch
-
-
-def reference_oracle(cfg: spec.TromptConfig, dataset: data_mod.Dataset, rows: np.ndarray) -> dict:
-    """Float64 reference predictions and loss for `rows` at the initial parameters (~3 GB peak)."""
-    import backends
-
-    reference = backends.load("reference", dtype="float64")
-    params = spec.init_params(cfg, spec.SEED, "float64")
-    x, y = dataset.x_train[rows].astype(np.float64), dataset.y_train[rows].astype(np.float64)
-    pred = reference.forward(params, x, cfg)
-    return {"pred": pred, "loss": float(np.mean((pred - y[:, None]) ** 2))}
-
-
-def deviation(backend: str, device: str, cfg: spec.TromptConfig, dataset: data_mod.Dataset, options: dict,
-              rows: np.ndarray, oracle: dict, first_loss: float | None) -> dict:
-    """Relative deviation (to the oracle's max abs) of this row's predictions on the fixed batch,
-    computed by its trainer at the initial parameters, and of its first training loss (the timed
-    run's first step is that very batch at those parameters, through the row's own step code)."""
-    import backends
-
-    out: dict = {}
-    if first_loss is not None:
-        out["loss_rel"] = abs(first_loss - oracle["loss"]) / abs(oracle["loss"])
-    if backend == "reference":
-        pred = backends.load("reference", device=device).forward(
-            spec.init_params(cfg, spec.SEED, "float32"), dataset.x_train[rows], cfg)
-    else:
-        predict_opts = {k: v for k, v in options.items() if k in ("variant", "amp", "threads")}
-        trainer = backends.load(backend, device=device).trainer(
-            spec.init_params(cfg, spec.SEED, "float32"), cfg, dataset.x_train[rows], dataset.y_train[rows],
-            **predict_opts)
-        pred = trainer.predict(dataset.x_train[rows])
-    out["pred_rel"] = float(np.abs(pred - oracle["pred"]).max() / np.abs(oracle["pred"]).max())
-    out["max_rel"] = max(out.values())
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Floors: what the machine could do at best for this algorithm, measured in the same run
-
-
-def machine_peaks(device: str) -> dict:
-    """Best-of-5 float32 GEMM rate (2048², and the model's own 128×984×128 shape) and copy
-    bandwidth (read + write) with this process's threads."""
-    import torch
-
-    dev = torch.device(device)
-
-    def best_seconds(fn: object, repeats: int = 5) -> float:
-        times = []
-        for _ in range(repeats + 1):
-            if device == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            fn()
-            if device == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
-        return min(times[1:])
-
-    big = torch.randn(2048, 2048, device=dev)
-    mask, emb = torch.randn(48, 128, 984, device=dev), torch.randn(48, 984, 128, device=dev)
-    src = torch.randn(16 * 2**20, device=dev)  # 64 MB, far beyond the caches
-    dst = torch.empty_like(src)
-    return {
-        "gemm_gflops_2048": 2 * 2048**3 / best_seconds(lambda: big @ big) / 1e9,
-        "gemm_gflops_model": 2 * 48 * 128 * 984 * 128 / best_seconds(lambda: torch.bmm(mask, emb)) / 1e9,
-        "copy_gb_per_s": 2 * src.numel() * 4 / best_seconds(lambda: dst.copy_(src)) / 1e9,
-    }
-
-
-def gemm_flops_per_sample(backend: str, device: str, cfg: spec.TromptConfig, dataset: data_mod.Dataset,
-                          options: dict) -> float:
-    """Matmul-class FLOPs of one training step (forward + backward) per sample, counted by torch's
-    FlopCounterMode (element-wise work is not counted). The reference is counted at batch 1: it
-    repeats everything per sample anyway."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    params = spec.init_params(cfg, spec.SEED, "float32")
-    rows = np.arange(1 if backend == "reference" else spec.BATCH_SIZE)
-    x = torch.as_tensor(dataset.x_train[rows], device=device)
-    y = torch.as_tensor(dataset.y_train[rows], device=device)
-    counter = FlopCounterMode(display=False)
-    if backend == "reference":
-        from reference.backend import build_model
-        from reference.model import mse_over_cycles
-
-        net = build_model(params, cfg, "float32", device)
-        with counter:
-            mse_over_cycles(net(x), y).backward()
-    else:
-        from backends.torch import model
-
-        p = {k: v.requires_grad_(True) for k, v in model.stack_params(params, cfg, device=device).items()}
-        with counter:
-            pred = model.VARIANTS[options["variant"]](p, x)
-            (model.sum_squared_error(pred, y) / pred.numel()).backward()
-    return counter.get_total_flops() / len(rows)
-
-
-_FLOPS_CACHE: dict[str, float] = {}
-
-
-def floors(backend: str, device: str, cfg: spec.TromptConfig, dataset: data_mod.Dataset, options: dict,
-           peaks: dict) -> dict:
-    """Upper bounds on samples/s: GEMM FLOPs at the measured GEMM rate (element-wise work ignored,
-    so the true bound is lower), and AdamW's unavoidable traffic (read + write params, m, v:
-    24 bytes per parameter per step, trompt_spec.md §9) at the measured copy bandwidth."""
-    key = backend if backend == "reference" else options["variant"]
-    if key not in _FLOPS_CACHE:
-        _FLOPS_CACHE[key] = gemm_flops_per_sample(backend, device, cfg, dataset, options)
-    flops = _FLOPS_CACHE[key]
-    bytes_per_sample = 24 * spec.n_params(cfg) / spec.BATCH_SIZE
-    rate = max(peaks["gemm_gflops_2048"], peaks["gemm_gflops_model"]) * 1e9
-    return {"gemm_flops_per_sample": flops, "compute_floor_sps": rate / flops,
-            "optimizer_bytes_per_sample": bytes_per_sample,
-            "memory_floor_sps": peaks["copy_gb_per_s"] * 1e9 / bytes_per_sample}
-
-
-# ---------------------------------------------------------------------------------------------
-# Memory, profiles, ratios, output
-
-
-def reset_peak_rss() -> None:
-    """Linux: writing 5 to clear_refs resets this process's peak RSS (VmHWM), so each row's peak
-    is its own and not the reference's 4.6 GB."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-
-
-def peak_rss_since_reset_mb() -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
-def top_ops(trainer: object, stream: object, device: str, n_steps: int, n_ops: int = 8) -> list[dict]:
-    """The most expensive ops (self time) of `n_steps` warm steps, from torch.profiler."""
+def top_ops(rung: Rung, options: dict, device: str, cfg: spec.TromptConfig, dataset: data_mod.Dataset,
+            n_ops: int = 8) -> list[dict]:
+    """The most expensive ops (self time per step) of a fresh trainer's warm steps (torch.profiler)."""
     from torch.profiler import ProfilerActivity, profile
 
+    trainer = backends.load(rung.backend, device=device).trainer(
+        spec.init_params(cfg, spec.SEED, "float32"), cfg, dataset.x_train, dataset.y_train, **options)
+    warmup, steps = (1, 1) if rung.backend == "reference" else (3, 5)
+    stream = batch_stream(len(dataset.x_train), spec.BATCH_SIZE, spec.SEED)
+    for _ in range(warmup):
+        trainer.run([next(stream)])
+    batches = [next(stream) for _ in range(steps)]
+    trainer.sync()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
-    batches = [next(stream) for _ in range(n_steps)]
     with profile(activities=activities) as prof:
         trainer.run(batches)
         trainer.sync()
     attr = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
     events = sorted(prof.key_averages(), key=lambda e: getattr(e, attr), reverse=True)
     total = sum(getattr(e, attr) for e in events) or 1
-    return [{"op": e.key, "ms_per_step": getattr(e, attr) / 1000 / n_steps,
-             "share": getattr(e, attr) / total, "calls_per_step": e.count / n_steps}
-            for e in events[:n_ops]]
+    return [{"op": e.key, "ms_per_step": getattr(e, attr) / 1000 / steps, "share": getattr(e, attr) / total,
+             "calls_per_step": e.count / steps} for e in events[:n_ops]]
 
 
 def add_ratios(rows: dict[str, dict]) -> None:
-    ref = rows.get("reference", {}).get("samples_per_sec")
+    """× reference, and × the nearest rung it builds on that ran (`x_previous_of` names it)."""
+    parent = {r.key: r.builds_on for r in RUNGS}
+    ref = rows["reference"].get("samples_per_sec")
     for row in rows.values():
         sps = row.get("samples_per_sec")
         if not sps:
             continue
+        base = parent[row["key"]]
+        while base and not rows.get(base, {}).get("samples_per_sec"):
+            base = parent[base]
         row["x_reference"] = sps / ref if ref else None
-        base_of = {step[0]: step[2] for step in STEPS}
-        base = base_of[row["key"]]
-        while base and not rows.get(base, {}).get("samples_per_sec"):  # nearest row that ran
-            base = base_of[base]
         row["x_previous"] = sps / rows[base]["samples_per_sec"] if base else None
+        row["x_previous_of"] = base
 
 
-def device_name(device: str) -> str:
-    if device == "cuda":
-        import torch
+# ---------------------------------------------------------------------------------------------
+# Table and chart
 
-        return torch.cuda.get_device_name()
-    return sysinfo.cpu_name()
+
+def title(record: dict) -> str:
+    smoke = f", {SMOKE}," if record["smoke"] else ""
+    return f"Torch ladder{smoke} on **{record['device_name']}**"
 
 
 def markdown(record: dict) -> str:
-    def num(value: float | None, fmt: str) -> str:
-        return "" if value is None else format(value, fmt)
-
-    lines = [
-        f"Torch ladder on **{record['device_name']}** ({record['device']}, {record['threads']} threads, "
-        f"torch {record['torch']}, commit {record['git_commit']}), batch {record['batch_size']}, "
-        f"data {record['data']}, float32. Samples/s are medians of 3 repeats in ONE run; load average "
-        f"at the end {', '.join(f'{x:.1f}' for x in record['load_average_end'])}.",
-        "",
-        "Measured in the same run: GEMM {:.0f} GFLOP/s (2048²) / {:.0f} GFLOP/s (the model's 128×984×128), "
-        "copy {:.1f} GB/s. Compute floor = GEMM FLOPs at the better GEMM rate (element-wise work "
-        "ignored); the optimizer-traffic floor is {:.0f} samples/s (24 B per parameter per step)."
-        .format(record["machine_peaks"]["gemm_gflops_2048"], record["machine_peaks"]["gemm_gflops_model"],
-                record["machine_peaks"]["copy_gb_per_s"], memory_floor(record)),
-        "",
-        "| step | what changed | samples/s | × reference | × previous | compile s | peak MB "
-        "| equivalence | max rel dev vs fp64 ref | GEMM GFLOP/sample | % of compute floor |",
-        "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|",
-    ]
+    num, peaks = results.number, record["machine_peaks"]
+    header = ["step", "what changed", "samples/s", "× reference", "× the step it builds on", "first step s",
+              "peak MB", "equivalence (worst dev.)", "GEMM GFLOP/sample", "% of compute floor"]
+    body = []
     for r in record["rows"]:
         if r.get("skipped"):
-            lines.append(f"| {r['key']} | {r['what']} | skipped: {r['skipped']} | | | | | | | | |")
+            body.append([r["key"], r["what"], f"skipped: {r['skipped']}"] + [""] * 7)
             continue
-        dev = r.get("deviation", {}).get("max_rel")
         floor = r.get("floors") or {}
-        gflop = floor["gemm_flops_per_sample"] / 1e9 if floor else None
+        flops = floor.get("gemm_flops_per_sample")
         share = 100 * r["samples_per_sec"] / floor["compute_floor_sps"] if floor else None
-        lines.append(
-            f"| {r['key']} | {r['what']} | {num(r['samples_per_sec'], '.2f')} | "
-            f"{num(r.get('x_reference'), '.1f')} | {num(r.get('x_previous'), '.2f')} | "
-            f"{num(r.get('compile_time_s'), '.1f')} | {num(r.get('peak_memory_mb'), '.0f')} | "
-            f"{r.get('equivalence', '')} | {num(dev, '.1e')} | {num(gflop, '.3f')} | {num(share, '.1f')} |")
-    for key, ops in record.get("profiles", {}).items():
+        base = r.get("x_previous_of")
+        previous = f"{num(r.get('x_previous'), ',.2f')} ({base})" if base else ""
+        body.append([r["key"], r["what"] + (f" ({r['ranks']} ranks)" if r.get("ranks") else ""),
+                     results.speed_text(r["samples_per_sec"]) + (" (unsteady)" if r.get("unsteady") else ""),
+                     num(r.get("x_reference"), ",.1f"), previous, num(r.get("compile_time_s"), ",.2f"),
+                     num(r.get("peak_memory_mb"), ",.0f"), results.equivalence_text(r),
+                     num(flops / 1e9 if flops else None, ".3g"), num(share, ".1f")])
+    load = ", ".join(f"{x:.1f}" for x in record["load_average_end"])
+    shape = "×".join(map(str, peaks["gemm_model_shape"]))
+    memory_floor = next((r["floors"]["memory_floor_sps"] for r in record["rows"] if r.get("floors")), None)
+    lines = [
+        f"{title(record)} ({record['device']}, {record['threads']} threads, torch {record['torch']}, "
+        f"commit {record['git_commit']}), batch {record['batch_size']}, data {record['data']}, config "
+        f"{record['config']}, float32. Every rung timed as `bench time` times it (warm-up apart, the "
+        f"median of 3 repeats) in ONE run; load average at the end {load}.",
+        "",
+        output.markdown_table(header, body, "llrrrrrlrr"),
+        "",
+        "Peak MB: device memory where torch reports it, else the process's peak RSS during the row "
+        "(the high-water mark is reset before each row). Equivalence: `bench check` on the row's own "
+        "backend and options against the float64 reference (the reference row: itself in float32); "
+        "\"(unsteady)\": its repeats spread by more than 1.5×. Measured in the same run: GEMM "
+        f"{peaks['gemm_gflops_square']:.3g} GFLOP/s ({peaks['gemm_square']}²) / "
+        f"{peaks['gemm_gflops_model']:.3g} GFLOP/s (the model's own products, {shape}), copy "
+        f"{peaks['copy_gb_per_s']:.1f} GB/s. Compute floor = GEMM FLOPs at the better GEMM rate "
+        f"(element-wise work ignored); the optimizer-traffic floor is {num(memory_floor, ',.0f')} samples/s "
+        "(24 B per parameter per step).",
+    ]
+    for key, ops in record["profiles"].items():
+        rows = [[o["op"], f"{o['ms_per_step']:.2f}", f"{100 * o['share']:.0f}%", f"{o['calls_per_step']:.0f}"]
+                for o in ops]
         lines += ["", f"Top ops, `{key}` (self time per step):", "",
-                  "| op | ms/step | share | calls/step |", "|---|---:|---:|---:|"]
-        lines += [f"| {o['op']} | {o['ms_per_step']:.2f} | {100 * o['share']:.0f}% "
-                  f"| {o['calls_per_step']:.0f} |" for o in ops]
+                  output.markdown_table(["op", "ms/step", "share", "calls/step"], rows, "lrrr")]
     return "\n".join(lines) + "\n"
-
-
-def memory_floor(record: dict) -> float:
-    for r in record["rows"]:
-        if r.get("floors"):
-            return r["floors"]["memory_floor_sps"]
-    return float("nan")
 
 
 def bar_chart(record: dict, path: Path) -> None:
@@ -502,27 +355,18 @@ def bar_chart(record: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    done = [r for r in record["rows"] if r.get("samples_per_sec")]
+    done = [r for r in record["rows"] if r.get("samples_per_sec")][::-1]
+    values = [r["samples_per_sec"] for r in done]
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(done) + 1.5))
-    names = [r["key"] for r in done][::-1]
-    values = [r["samples_per_sec"] for r in done][::-1]
-    colors = ["tab:orange" if str(r.get("equivalence", "")).startswith("AMP") else "tab:blue"
-              for r in done][::-1]
-    ax.barh(names, values, color=colors)
+    passed = [(r.get("equivalence") or {}).get("verdict") == "pass" for r in done]
+    ax.barh([r["key"] for r in done], values, color=["tab:blue" if ok else "tab:orange" for ok in passed])
     ax.set_xscale("log")
-    for i, r in enumerate(done[::-1]):
-        label = f"  {values[i]:.1f}  ({r.get('x_reference') or 1:.0f}×)"
-        ax.text(values[i], i, label, va="center", fontsize=8)
-    ax.set_xlabel("training samples/s at batch 8 (log scale; orange = AMP, not exact)")
-    ax.set_title(f"torch ladder, {record['device_name']}", fontsize=9)
+    for i, r in enumerate(done):
+        ax.text(values[i], i, f"  {results.speed_text(values[i])}  ({r.get('x_reference') or 1:,.0f}×)",
+                va="center", fontsize=8)
+    ax.set_xlabel("training samples/s at batch 8 (log scale; orange = the check did not pass)")
+    ax.set_title(title(record).replace("**", ""), fontsize=9)
     ax.set_xlim(right=max(values) * 20)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    output.write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
-
-
-if __name__ == "__main__":  # pragma: no cover - normally reached through `python -m bench ladder`
-    start = time.time()
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    raise SystemExit(run(parser.parse_args()))

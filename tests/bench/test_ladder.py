@@ -1,41 +1,89 @@
-"""`python -m bench ladder` end to end at the smoke size: files written, rows consistent, the
-hardware it lacks listed as skipped, deviations measured against the float64 reference."""
+"""`python -m bench ladder`: the rungs as records, one-line errors, and the smoke run end to end
+(files named _smoke, every row timed by bench.timing and checked by bench check)."""
 
 from __future__ import annotations
 
-import argparse
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-pytest.importorskip("torch")
-pytest.importorskip("matplotlib")
+from bench import ladder
 
-from bench import ladder  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def bench(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bench", *argv], capture_output=True, text=True, cwd=ROOT,
+                          timeout=900)
+
+
+def test_rungs_are_records_each_building_on_an_earlier_one():
+    keys = [r.key for r in ladder.RUNGS]
+    assert all(isinstance(r, ladder.Rung) for r in ladder.RUNGS)
+    assert len(set(keys)) == len(keys)
+    assert ladder.RUNGS[0].key == "reference" and ladder.RUNGS[0].builds_on is None
+    for i, rung in enumerate(ladder.RUNGS[1:], start=1):
+        assert rung.builds_on in keys[:i], rung.key
+        assert rung.needs in (None, "cuda", "multi")
+
+
+def test_rung_options_are_options_the_backend_declares():
+    pytest.importorskip("torch")
+    import backends
+
+    torch_backend = backends.load("torch")
+    for rung in ladder.RUNGS:
+        if rung.backend == "torch":
+            torch_backend.parse_options({k: v for k, v in rung.options.items() if k != "cuda_graphs"})
+
+
+def test_missing_hardware_is_named():
+    assert ladder.missing_hardware("cuda", "cpu", 0) == "needs CUDA"
+    assert "--cpu-ranks" in ladder.missing_hardware("multi", "cpu", 1)
+    assert ladder.missing_hardware("multi", "cpu", 2) is None
+    assert ladder.missing_hardware(None, "cpu", 0) is None
+
+
+@pytest.mark.parametrize("only", ["r5,warp", ","])
+def test_a_bad_only_key_is_a_one_line_error(only):
+    done = bench("ladder", "--only", only, "--no-malloc-env")
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1 and "unknown rung" in done.stderr, done.stderr
+    assert done.stdout == ""
 
 
 @pytest.mark.slow
-def test_smoke_ladder_writes_json_table_and_chart(tmp_path):
-    parser = argparse.ArgumentParser()
-    ladder.add_arguments(parser)
-    args = parser.parse_args(["--smoke", "--data", "synthetic:tiny", "--seconds", "0.2", "--threads", "1",
-                              "--only", "r3,r5,fused,amp,cuda_graphs", "--no-malloc-env",
-                              "--out", str(tmp_path)])
-    assert ladder.run(args) == 0
-    record = json.loads((tmp_path / "ladder_torch_cpu.json").read_text())
+def test_smoke_ladder_writes_smoke_files_with_a_measured_check_per_row(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("matplotlib")
+    done = bench("ladder", "--smoke", "--only", "r5,compile", "--threads", "1", "--seconds", "0.3",
+                 "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    stem = "ladder_torch_cpu_smoke"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{stem}.{ext}" for ext in ("json", "md", "png")]
+
+    record = json.loads((tmp_path / f"{stem}.json").read_text())
+    assert record["ladder"] == "torch" and record["smoke"] is True and record["device"] == "cpu"
     rows = {r["key"]: r for r in record["rows"]}
-    assert list(rows) == ["reference", "r3", "r5", "fused", "amp", "cuda_graphs"]
-    assert rows["cuda_graphs"]["skipped"] == "needs CUDA"
-    assert rows["reference"]["x_reference"] == 1.0
-    for key in ("r3", "r5", "fused", "amp"):
-        row = rows[key]
-        assert row["samples_per_sec"] > 0
-        assert row["x_reference"] == pytest.approx(row["samples_per_sec"] / rows["reference"]["samples_per_sec"])
-    # r5 builds on r4, which did not run: its ratio falls back to the nearest row that did (r3).
-    assert rows["r5"]["x_previous"] == pytest.approx(rows["r5"]["samples_per_sec"] / rows["r3"]["samples_per_sec"])
-    # Exact rows sit at float32 rounding; the AMP row is visibly further away and says so.
-    assert rows["fused"]["deviation"]["max_rel"] < 1e-5
-    assert rows["amp"]["deviation"]["max_rel"] > 1e-4 and rows["amp"]["equivalence"] == "AMP bf16"
-    table = (tmp_path / "ladder_torch_cpu.md").read_text()
-    assert "skipped: needs CUDA" in table and "| r5 |" in table
-    assert (tmp_path / "ladder_torch_cpu.png").stat().st_size > 1000
+    assert list(rows) == ["reference", "r5", "compile"]
+    for key, row in rows.items():
+        # A timing record of bench.timing (the step formula, warm-up with the short batch, spread).
+        assert row["samples_per_sec"] > 0 and row["warmup_other_shapes"] == [1029 % 8], key
+        assert "unsteady" in row and row["peak_memory_mb"] > 0
+        # The check ran on this row's own backend and options: every row exact here, so "pass".
+        assert row["equivalence"]["verdict"] == "pass", (key, row["equivalence"])
+        assert 0 < row["equivalence"]["worst"] < 1e-2
+    assert rows["reference"]["backend"] == "reference" and rows["reference"]["x_reference"] == 1.0
+    assert rows["compile"]["options"]["compile"] is True and rows["compile"]["options"]["threads"] == 1
+    # compile builds on fused, which did not run: its ratio falls back to the nearest rung that did.
+    assert rows["compile"]["x_previous_of"] == "r5"
+    assert rows["compile"]["x_previous"] == pytest.approx(
+        rows["compile"]["samples_per_sec"] / rows["r5"]["samples_per_sec"])
+
+    table = (tmp_path / f"{stem}.md").read_text()
+    assert table.splitlines()[0].startswith("Torch ladder, smoke (tiny model, plumbing only), on ")
+    assert "| compile |" in table and "| pass (" in table
+    assert (tmp_path / f"{stem}.png").stat().st_size > 1000

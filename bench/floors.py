@@ -1,0 +1,79 @@
+"""Floors: the best this machine could do for this algorithm, measured in the same run as the
+torch ladder (bench/ladder.py) and printed with its table.
+
+    compute floor   matmul-class FLOPs per sample (torch's FlopCounterMode on the rung's own
+                    model) at the better measured float32 GEMM rate; element-wise work is
+                    ignored, so the true bound is lower
+    memory floor    AdamW's unavoidable traffic (read + write params, m, v: 24 bytes per
+                    parameter per step, docs/SPEC.md) at the measured copy bandwidth
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+import backends
+from backends import data as data_mod
+from backends import spec
+
+
+def machine_peaks(device: str, cfg: spec.TromptConfig, square: int = 2048) -> dict:
+    """Best-of-5 float32 GEMM rate (square², and the model's own B·N × P×C×D products) and copy
+    bandwidth (read + write), with this process's threads."""
+    import torch
+
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def best_seconds(fn: object, repeats: int = 5) -> float:
+        times = []
+        for _ in range(repeats + 1):
+            sync()
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times.append(time.perf_counter() - t0)
+        return min(times[1:])
+
+    big = torch.randn(square, square, device=device)
+    b, p, c, d = spec.BATCH_SIZE * cfg.n_cycles, cfg.n_prompts, cfg.n_columns, cfg.d_model
+    mask, emb = torch.randn(b, p, c, device=device), torch.randn(b, c, d, device=device)
+    src = torch.randn(16 * 2**20, device=device)  # 64 MB, far beyond the caches
+    dst = torch.empty_like(src)
+    return {
+        "gemm_square": square, "gemm_gflops_square": 2 * square**3 / best_seconds(lambda: big @ big) / 1e9,
+        "gemm_model_shape": [b, p, c, d],
+        "gemm_gflops_model": 2 * b * p * c * d / best_seconds(lambda: torch.bmm(mask, emb)) / 1e9,
+        "copy_gb_per_s": 2 * src.numel() * 4 / best_seconds(lambda: dst.copy_(src)) / 1e9,
+    }
+
+
+def gemm_flops_per_sample(backend: str, options: dict, device: str, cfg: spec.TromptConfig,
+                          dataset: data_mod.Dataset) -> float:
+    """Matmul-class FLOPs of one training step per sample, counted on an eager trainer of the
+    backend with the rung's variant (AMP, compile and the optimizer flavour change no product).
+    The reference is counted at batch 1: it repeats everything per sample anyway."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    rows = np.arange(1 if backend == "reference" else spec.BATCH_SIZE)
+    eager = {k: options[k] for k in ("variant", "threads") if k in options}
+    params = spec.init_params(cfg, spec.SEED, "float32")
+    trainer = backends.load(backend, device=device).trainer(params, cfg, dataset.x_train[rows],
+                                                           dataset.y_train[rows], **eager)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        trainer.run([np.arange(len(rows))])
+        trainer.sync()
+    return counter.get_total_flops() / len(rows)
+
+
+def floors(backend: str, options: dict, device: str, cfg: spec.TromptConfig, dataset: data_mod.Dataset,
+           peaks: dict) -> dict:
+    """Both floors in samples/s, with the numbers they come from."""
+    flops = gemm_flops_per_sample(backend, options, device, cfg, dataset)  # one step: cheap
+    bytes_per_sample = 24 * spec.n_params(cfg) / spec.BATCH_SIZE
+    rate = max(peaks["gemm_gflops_square"], peaks["gemm_gflops_model"]) * 1e9
+    return {"gemm_flops_per_sample": flops, "compute_floor_sps": rate / flops,
+            "optimizer_bytes_per_sample": bytes_per_sample,
+            "memory_floor_sps": peaks["copy_gb_per_s"] * 1e9 / bytes_per_sample}
