@@ -282,10 +282,10 @@ class JaxBackend(Backend):
 
     def _check_options(self, options: dict[str, Any]) -> None:
         n_devices, seen = options["n_devices"], len(self.jax_devices())
-        if n_devices > seen:
-            raise ValueError(f"n_devices={n_devices} but JAX sees {seen} {self.device} device(s)")
         if n_devices > 1 and options["parallel"] == "none":
             raise ValueError("n_devices > 1 needs a parallel mode (sharding, pmap or cells)")
+        if n_devices > seen:
+            raise ValueError(f"n_devices={n_devices} but JAX sees {seen} {self.device} device(s)")
 
     def device_name(self) -> str:
         if self.device == "cpu":
