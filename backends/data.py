@@ -189,7 +189,7 @@ def clean(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np
 
 
 # ---------------------------------------------------------------------------------------------
-# Synthetic data of the original's shape that really learns (trompt_spec.md §10).
+# Synthetic data of the original's shape that really learns (docs/SPEC.md §5).
 
 N_LATENT = 16
 TARGET_MEAN, TARGET_STD, BAYES_R2 = 4.5, 0.38, 0.8
@@ -207,7 +207,8 @@ def _column_plan(n_columns: int, seed: int) -> dict[str, np.ndarray]:
         loadings[rng.choice(N_LATENT, size=k, replace=False), c] = rng.normal(size=k)
     loadings /= np.linalg.norm(loadings, axis=0, keepdims=True)
     kind = rng.random(n)
-    # ~80% complete columns, ~13% with 1-20% missing, ~7% with 30-70%: ≈ 5% missing cells overall.
+    # ~80% complete columns, ~13% with 1-20% missing, ~7% with 30-70% (`python docs/facts.py`
+    # prints the resulting share of missing cells).
     missing_rate = np.where(kind < 0.8, 0.0, np.where(kind < 0.93, rng.uniform(0.01, 0.2, n),
                                                       rng.uniform(0.3, 0.7, n)))
     duplicate_of = np.full(n, -1)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 # ---------------------------------------------------------------------------------------------
-# Training protocol of the original script (see docs/REPORT.md and trompt_spec.md §5-6).
+# Training protocol of the original script (docs/SPEC.md §5-6).
 BATCH_SIZE = 8
 VAL_BATCH_SIZE = 1024
 EPOCHS = 5
@@ -142,7 +142,7 @@ def unstack_cells(stacked: dict[str, np.ndarray], cfg: TromptConfig) -> dict[str
 
 
 def dead_params(cfg: TromptConfig) -> list[str]:
-    """Parameters with an identically zero gradient (trompt_spec.md F7): each only adds a constant
+    """Parameters with an identically zero gradient (docs/SPEC.md §4, F7): each only adds a constant
     along the softmax axis it feeds. Their float gradients are rounding noise, so checks skip them."""
     return [f"tcells.{n}.ln_col.bias" for n in range(cfg.n_cycles)] + ["tdown.dense0.bias"]
 

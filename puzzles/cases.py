@@ -182,7 +182,7 @@ def _m(*rows: tuple[int, ...]) -> np.ndarray:
 
 _EMPTY = np.zeros(0, dtype=np.int64)
 
-# Hand-picked edge cases (issue 9): size 1, equal sizes, repeated and zero boundaries for
+# Hand-picked edge cases: size 1, equal sizes, repeated and zero boundaries for
 # bucketize, n = 1 for linspace, j < i for pad_to, empty results (nothing selected, and
 # zero-length tensors where the puzzle still has a meaning).
 EDGE_CASES: dict[str, list[Case]] = {

@@ -83,7 +83,7 @@ class Trompt(nn.Module):
         outputs = []
         for cell in self.tcells:
             # Every cell gets the model-level prompt, not the previous cell's output: this is
-            # the "modification" that makes the cells independent (trompt_spec.md F1).
+            # the "modification" that makes the cells independent (docs/SPEC.md §4, F1).
             cell_out = cell(x, prompt)  # (B, P, D)
             outputs.append(self.tdown(cell_out))  # (B, 1)
         return torch.stack(outputs, dim=1).squeeze(-1)  # (B, N)

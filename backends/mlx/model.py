@@ -84,9 +84,9 @@ def cell_features(p: dict[str, mx.array], x: mx.array, mask: mx.array) -> mx.arr
     # MLX runs each CPU reduction over the 6M-element h as its own single-threaded pass (~4 ms),
     # and autodiff doubles them. So H.u and the mean come from one GEMM against two probe
     # vectors, and the variance is mean(h^2) - mean^2 (one fewer stored (N, B, C, D) tensor,
-    # here and in the backward): 18% less CPU per step. One-pass variance loses a little in
-    # float32 (gradients 1.1e-6 vs 6.7e-7 relative to float64 at the check config); LayerNorm
-    # rows of relu(x W + b) are far from constant, so the cancellation stays mild.
+    # here and in the backward). One-pass variance loses a little in float32, but LayerNorm rows
+    # of relu(x W + b) are far from constant, so the cancellation stays mild (docs/SPEC.md §9;
+    # `python -m bench check --backend mlx` shows the result within the float32 tolerances).
     probes = mx.stack([u, mx.full((n_cells, d_model), 1.0 / d_model, dtype=h.dtype)], axis=-1)  # (N, D, 2)
     stats = h @ probes[:, None]  # (N, B, C, 2)
     h_dot_u, mean = stats[..., 0], stats[..., 1]
