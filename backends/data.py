@@ -156,7 +156,8 @@ def _check_split(x: np.ndarray, y: np.ndarray, path: Path, notes: list[str]) -> 
         if np.issubdtype(a.dtype, np.floating) and np.isinf(a).any():
             where = np.argwhere(np.isinf(a))[0]
             at = f"row {where[0]}, column {where[1]}" if a.ndim == 2 else f"row {where[0]}"
-            raise DataError(f"{path}: {name} holds {a[tuple(where)]} at {at} ({int(np.isinf(a).sum())} in all); "
+            count = int(np.isinf(a).sum())
+            raise DataError(f"{path}: {name} holds {a[tuple(where)]} at {at} ({count} in all); "
                             "the original's nan_to_num would turn it into the largest float, which "
                             "overflows the model: remove or clip it")
     if x.dtype != np.float32:
