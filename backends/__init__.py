@@ -15,9 +15,11 @@ from backends.base import Backend, Option, Trainer
 from backends.registry import REGISTRY, available, backend_class, load, register
 from backends.spec import TromptConfig, init_params, param_names, param_shapes
 
-# The backends that ship with the project, the reference (the original, the oracle) first.
-import reference  # noqa: E402, F401
-from backends import jax, mlx, tinygrad, torch  # noqa: E402, F401
+# isort: split
+# The backends that ship with the project, the reference (the original, the oracle) first. Each
+# registers itself on import; none imports its framework.
+import reference  # noqa: F401
+from backends import jax, mlx, tinygrad, torch  # noqa: F401
 
 __all__ = ["REGISTRY", "Backend", "Option", "Trainer", "TromptConfig", "available", "backend_class",
            "init_params", "load", "param_names", "param_shapes", "register"]

@@ -103,8 +103,8 @@ class Option:
             try:
                 return self.kind(text)
             except ValueError:
-                raise ValueError(f"option {self.name} must be a{'n integer' if self.kind is int else ' number'}"
-                                 f", got {text!r}") from None
+                what = "an integer" if self.kind is int else "a number"
+                raise ValueError(f"option {self.name} must be {what}, got {text!r}") from None
         return text
 
     def describe(self) -> str:
@@ -291,9 +291,11 @@ class Backend(abc.ABC):
     # -- to override where needed --------------------------------------------------------------
     def _check_device_present(self) -> None:
         """Raise ValueError naming what the framework sees when `self.device` is absent."""
+        return None
 
     def _check_options(self, options: dict[str, Any]) -> None:
         """Reject combinations of options (or option and device/dtype) that cannot work."""
+        return None
 
     def device_name(self) -> str:
         """Human-readable name of the device, e.g. the CPU model or 'NVIDIA H100'."""
