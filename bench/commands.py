@@ -110,9 +110,14 @@ def cmd_time(args: argparse.Namespace) -> int:
         result["equivalence"] = {k: verdict[k] for k in ("verdict", "worst", "deviations", "tolerances")}
     if cli.is_main_process():
         eq = result["equivalence"]
+        low, high = result["samples_per_sec_min_max"]
+        busy = result["other_processes_cores"]
         print(f"{result['backend']} {result['device']} {result['dtype']}: "
-              f"{result['samples_per_sec']:,.1f} samples/s, {result['step_time_ms']:.2f} ms/step "
-              f"(batch {result['batch_size']}), first step {result['compile_time_s']:.2f} s"
+              f"{result['samples_per_sec']:,.1f} samples/s (median of {result['repeats']} repeats of "
+              f"{result['steps_per_repeat']} steps, {low:,.1f}-{high:,.1f}), "
+              f"{result['step_time_ms']:.2f} ms/step (batch {result['batch_size']}), "
+              f"first step {result['compile_time_s']:.2f} s"
+              + (f", others used {busy:.2f} cores" if busy is not None else "")
               + (f"; check: {eq['verdict']}" if eq else ""))
         if args.json:
             output.write_json(args.json, result)

@@ -32,6 +32,8 @@ from backends.spec import TromptConfig
 from bench import sysinfo
 
 SPREAD_LIMIT = 1.5  # fastest / slowest repeat above this: the machine was not steady
+MIN_TIMED_STEPS = 3  # per repeat; a budget that allows fewer says so
+CONTENDED_CORES = 0.25  # other processes kept more than a quarter of a core busy while timing
 # Environment variables that change how fast a process runs; recorded with every result.
 ENVIRONMENT_KEYS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE",
                     "OPENBLAS_L2_SIZE", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_",
@@ -56,18 +58,27 @@ def other_shapes(n_train: int, batch_size: int) -> list[np.ndarray]:
 def measure(trainer: backends.Trainer, stream: Iterator[np.ndarray], warmup: int, repeats: int,
             steps: int | None, seconds: float, shapes: list[np.ndarray] = (),
             clock: Callable[[], float] = time.perf_counter,
-            progress: Callable[[str], None] | None = None) -> dict:
-    """Warm up on `warmup` training steps of the stream (one per call) and on the other batch
-    `shapes`, then time `repeats` runs of `steps` batches each (default: as many as fit `seconds`
-    in all, from the fastest warm-up step)."""
+            progress: Callable[[str], None] | None = None,
+            cpu_probe: Callable[[], tuple[float, float]] | None = None) -> dict:
+    """Warm up on up to `warmup` training steps of the stream (one per call) and on the other batch
+    `shapes`, then time `repeats` runs of `steps` batches each.
+
+    Without `steps`, `seconds` bounds the whole: warm-up stops early once it has used half of it
+    (the first step, which compiles, always runs), and the repeats share what is left, at least one
+    step each; fewer than MIN_TIMED_STEPS per repeat is reported. `cpu_probe` returns (CPU seconds
+    the whole machine has used, CPU seconds this process has used), to tell how busy others kept
+    the machine during the timed repeats."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     if steps is not None and steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     if warmup < 1:
         raise ValueError(f"warmup must be >= 1 (the first step carries compilation), got {warmup}")
+    start = clock()
     warm_times = []
-    for _ in range(warmup):
+    for i in range(warmup):
+        if i > 0 and steps is None and trainer.agree_max(clock() - start) > seconds / 2:
+            break  # every rank sees the same agreed time, so all stop at the same step
         t0 = clock()
         trainer.run([next(stream)])
         trainer.sync()
@@ -78,11 +89,15 @@ def measure(trainer: backends.Trainer, stream: Iterator[np.ndarray], warmup: int
         trainer.gradients(rows)
         trainer.sync()
         shape_times.append(clock() - t0)
-    if steps is None:
+    budgeted = steps is None
+    if budgeted:
         est_step = trainer.agree_max(min(warm_times))  # ranks of a multi-process run must agree
-        steps = max(1, math.floor(seconds / repeats / max(est_step, 1e-9)))
+        remaining = max(seconds - trainer.agree_max(clock() - start), 0.0)
+        steps = max(1, math.floor(remaining / repeats / max(est_step, 1e-9)))
 
     rates, step_ms, samples = [], [], []
+    cpu_before = cpu_probe() if cpu_probe else None
+    timed_start = clock()
     for r in range(repeats):
         batches = [next(stream) for _ in range(steps)]
         n_samples = sum(trainer.samples_per_step(b) for b in batches)
@@ -95,22 +110,48 @@ def measure(trainer: backends.Trainer, stream: Iterator[np.ndarray], warmup: int
         rates.append(n_samples / elapsed)
         step_ms.append(1000 * elapsed / steps)
         samples.append(n_samples)
+    others = None
+    if cpu_before is not None:
+        machine, own = (after - before for after, before in zip(cpu_probe(), cpu_before))
+        others = max(machine - own, 0.0) / max(clock() - timed_start, 1e-9)  # in cores
     spread = max(rates) / min(rates)
     return {
         "samples_per_sec": statistics.median(rates),
         "samples_per_sec_all": rates,
+        "samples_per_sec_min_max": [min(rates), max(rates)],
         "step_time_ms": statistics.median(step_ms),
         "samples_per_repeat": samples,
         "steps_per_repeat": steps,
+        "too_few_steps": budgeted and steps < MIN_TIMED_STEPS,
         "repeats": repeats,
         "repeat_spread": spread,
         "unsteady": spread > SPREAD_LIMIT,
+        "other_processes_cores": others,
+        "contended": others is not None and others > CONTENDED_CORES,
         "warmup_steps": len(warm_times),
         "compile_time_s": warm_times[0],
         "warmup_step_times_s": warm_times,
         "warmup_other_shapes": [len(rows) for rows in shapes],
         "warmup_other_shapes_s": shape_times,
     }
+
+
+def timing_warnings(name: str, timing: dict, seconds: float) -> list[str]:
+    """One line for each reason to distrust a measurement."""
+    out = []
+    if timing["unsteady"]:
+        out.append(f"{name}: repeats spread {timing['repeat_spread']:.2f}x (> {SPREAD_LIMIT}x): the "
+                   "machine was not steady; compare with care")
+    if timing["contended"]:
+        out.append(f"{name}: other processes kept {timing['other_processes_cores']:.2f} cores busy while "
+                   "timing: the machine was contended")
+    if timing["other_bench_runs"]:
+        runs = ", ".join(timing["other_bench_runs"])
+        out.append(f"{name}: other bench runs were timing at the same time ({runs}): each slowed the other")
+    if timing["too_few_steps"]:
+        out.append(f"{name}: --seconds {seconds:g} allowed {timing['steps_per_repeat']} timed step(s) per "
+                   f"repeat (fewer than {MIN_TIMED_STEPS}): raise --seconds or set --steps")
+    return out
 
 
 def time_training(backend_name: str, device: str, dtype: str, dataset: data_mod.Dataset,
@@ -135,11 +176,12 @@ def time_training(backend_name: str, device: str, dtype: str, dataset: data_mod.
 
     if progress:
         say(f"warm-up: {warmup} step(s), the first compiles (if this backend compiles)")
-    timing = measure(trainer, stream, warmup, repeats, steps, seconds, other_shapes(n_train, batch_size),
-                     progress=say if progress else None)
-    if timing["unsteady"]:
-        print(f"warning: {backend_name}: repeats spread {timing['repeat_spread']:.2f}x "
-              f"(> {SPREAD_LIMIT}x): the machine was not steady; compare with care", file=sys.stderr)
+    with sysinfo.timing_lock() as other_runs:
+        timing = measure(trainer, stream, warmup, repeats, steps, seconds, other_shapes(n_train, batch_size),
+                         progress=say if progress else None, cpu_probe=sysinfo.cpu_seconds)
+    timing["other_bench_runs"] = other_runs
+    for warning in timing_warnings(backend_name, timing, seconds):
+        print(f"warning: {warning}", file=sys.stderr)
     losses = trainer.losses()
     if not np.all(np.isfinite(losses)):
         raise RuntimeError(f"{backend_name}: non-finite training loss during the benchmark")

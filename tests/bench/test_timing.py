@@ -22,8 +22,11 @@ class FakeTrainer:
     """Queues device work on run(); the work happens (the clock advances) only on sync(), as on
     an asynchronous device. A new batch shape costs a compilation, as with torch.compile."""
 
-    def __init__(self, clock: FakeClock, slow_repeat: int | None = None) -> None:
+    def __init__(self, clock: FakeClock, slow_repeat: int | None = None, compile_cost: float = COMPILE_COST,
+                 agreed: float | None = None) -> None:
         self.clock, self.queued, self.shapes, self.runs = clock, 0.0, set(), 0
+        self.compile_cost = compile_cost
+        self.agreed = agreed  # what the slowest rank of a multi-process run reports, if slower
         self.slow_repeat = slow_repeat  # this run() call (counting from 0) is 3x slower
         self.rows_run = 0
 
@@ -33,14 +36,14 @@ class FakeTrainer:
         for b in batches:
             if len(b) not in self.shapes:
                 self.shapes.add(len(b))
-                self.queued += COMPILE_COST
+                self.queued += self.compile_cost
             self.queued += factor * STEP_COST * len(b)
             self.rows_run += len(b)
 
     def gradients(self, rows):  # the loss and its backward on `rows`: compiles, does not step
         if len(rows) not in self.shapes:
             self.shapes.add(len(rows))
-            self.queued += COMPILE_COST
+            self.queued += self.compile_cost
         self.queued += STEP_COST * len(rows)
         self.sync()
         return 0.0, {}
@@ -50,7 +53,7 @@ class FakeTrainer:
         self.queued = 0.0
 
     def agree_max(self, value):
-        return value
+        return value if self.agreed is None else max(value, self.agreed)
 
     def samples_per_step(self, batch):
         return len(batch)
@@ -100,11 +103,45 @@ def test_samples_are_counted_from_the_batches_run():
     assert sum(out["samples_per_repeat"]) + 8 == trainer.rows_run
 
 
-def test_steps_follow_the_time_budget_from_the_fastest_full_warmup_step():
+def test_the_budget_covers_warmup_and_the_repeats_share_what_is_left():
     clock = FakeClock()
-    out = timing.measure(FakeTrainer(clock), stream_of((8,)), 3, repeats=2, steps=None, seconds=4.0,
+    out = timing.measure(FakeTrainer(clock, compile_cost=0.0), stream_of((8,)), 3, repeats=2, steps=None,
+                         seconds=4.0, clock=clock)
+    assert out["warmup_steps"] == 3
+    assert out["steps_per_repeat"] == 23  # (4 s - 3 x 0.08 s of warm-up) / 2 repeats / 0.08 s per step
+    assert not out["too_few_steps"]
+
+
+def test_a_slow_first_step_ends_warmup_and_too_few_steps_are_reported():
+    clock = FakeClock()
+    out = timing.measure(FakeTrainer(clock), stream_of((8,)), 3, repeats=3, steps=None, seconds=4.0,
                          clock=clock)
-    assert out["steps_per_repeat"] == 25  # 4 s / 2 repeats / 0.08 s per step
+    assert out["warmup_steps"] == 1  # the 100 s compile used more than half of the 4 s
+    assert out["steps_per_repeat"] == 1 and out["too_few_steps"]
+    assert any("fewer than 3" in w for w in timing.timing_warnings("fake", {**out, "other_bench_runs": []}, 4.0))
+
+
+def test_ranks_stop_warmup_on_the_agreed_time():
+    clock = FakeClock()  # this rank is fast, a peer reports 3 s: all stop after the first step
+    out = timing.measure(FakeTrainer(clock, compile_cost=0.0, agreed=3.0), stream_of((8,)), 3, repeats=1,
+                         steps=None, seconds=4.0, clock=clock)
+    assert out["warmup_steps"] == 1
+
+
+def test_other_processes_cpu_is_measured_over_the_timed_repeats():
+    clock = FakeClock()
+    used = {"machine": 0.0, "own": 0.0}
+
+    class Busy(FakeTrainer):
+        def sync(self):
+            seconds = self.queued
+            super().sync()
+            used["own"] += seconds
+            used["machine"] += 1.5 * seconds  # another process kept half a core busy meanwhile
+
+    out = timing.measure(Busy(clock), stream_of((8,)), 1, 2, 5, 1.0, clock=clock,
+                         cpu_probe=lambda: (used["machine"], used["own"]))
+    assert out["other_processes_cores"] == pytest.approx(0.5) and out["contended"]
 
 
 def test_an_unsteady_run_is_flagged():
