@@ -9,6 +9,9 @@
     python -m bench ladder --backend torch --device cpu                        # torch speed-up ladder
     python -m bench compare runs/X/*.json | report | minitorch
 
+Results: `bench time --json PATH` writes one file (an existing one only with --force); `bench all`
+and `make bench` write runs/<run id>/ (untracked); results/ holds the published figures.
+
 Bad input (unknown backend/device/option, a number out of range, bad data) prints one line on
 stderr and exits with code 2; a run that stops (a non-finite training loss) exits with code 3.
 Frameworks are imported only through `backends.load`.

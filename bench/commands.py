@@ -164,10 +164,26 @@ def cmd_options(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    """Each backend with its framework's version and the devices it can use here (or why not)."""
+    import importlib.metadata
+
     del args
     for name, reg in backends.REGISTRY.items():
-        state = "installed" if reg.installed() else f"not installed (pip install -e '.[{reg.extra}]')"
-        print(f"{name:10s} {state}")
+        if not reg.installed():
+            print(f"{name:10s} not installed: pip install -e '.[{reg.extra}]'")
+            continue
+        cls = backends.backend_class(name)
+        usable, unusable = [], []
+        for device in cls.devices:
+            try:
+                cls(device=device)
+                usable.append(device)
+            except ValueError as e:
+                unusable.append(f"{device}: {str(e).splitlines()[0]}")
+        print(f"{name:10s} {reg.framework} {importlib.metadata.version(reg.framework)}; "
+              f"devices here: {', '.join(usable) or 'none'}")
+        for why in unusable:
+            print(f"{'':10s}   {why}")
     return 0
 
 

@@ -155,8 +155,10 @@ def test_discovery_without_arguments_version_and_list():
     assert version.returncode == 0 and "trompt-bench" in version.stdout
     listed = bench("list", timeout=60)
     assert listed.returncode == 0
-    assert [line.split()[0] for line in listed.stdout.splitlines()] == ["reference", "jax", "mlx", "tinygrad",
-                                                                         "torch"]
+    names = [line.split()[0] for line in listed.stdout.splitlines() if not line.startswith(" ")]
+    assert names == ["reference", "jax", "mlx", "tinygrad", "torch"]
+    assert "torch 2." in listed.stdout and "devices here: cpu" in listed.stdout
+    assert "cuda: device 'cuda' requested but torch sees no CUDA GPU" in listed.stdout  # this CPU machine
 
 
 def test_an_existing_json_is_not_replaced_without_force(timed):
