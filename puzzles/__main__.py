@@ -61,7 +61,8 @@ def format_table(table: dict[str, dict[str, Tally | str]]) -> str:
 
 
 def run_pass_table(backends: list[str], examples: int, seed: int) -> int:
-    table = run_table(backends, examples=examples, seed=seed)
+    table = run_table(backends, examples=examples, seed=seed,
+                      progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(format_table(table))
     failed = False
     for backend, row in table.items():

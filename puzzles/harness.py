@@ -8,6 +8,7 @@ jax, tinygrad and mlx count in int32 where numpy and torch use int64 (each backe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -76,10 +77,14 @@ class Tally:
     failures: list[str] = field(default_factory=list)  # "input -> what went wrong"
 
 
-def run_table(backends: list[str], examples: int = 10, seed: int = 0) -> dict[str, dict[str, Tally | str]]:
-    """{backend: {puzzle: Tally}}, or {backend: reason} for a backend that cannot be loaded."""
+def run_table(backends: list[str], examples: int = 10, seed: int = 0,
+              progress: Callable[[str], None] | None = None) -> dict[str, dict[str, Tally | str]]:
+    """{backend: {puzzle: Tally}}, or {backend: reason} for a backend that cannot be loaded.
+    `progress` hears of each backend as it starts (loading a framework takes seconds)."""
     table: dict[str, dict[str, Tally | str]] = {}
-    for backend in backends:
+    for i, backend in enumerate(backends):
+        if progress:
+            progress(f"[{i + 1}/{len(backends)}] {backend}: {len(PUZZLE_NAMES)} puzzles")
         try:
             puzzles = bind(backend)
         except ValueError as error:
