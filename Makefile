@@ -14,9 +14,9 @@ HAS_GPU  := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 # uv, when it is on PATH, installs the same pins, faster than pip; pip is the fallback, and
 # `make venv UV=` forces it. uv does not read pip's configuration (pip.conf, PIP_* variables),
 # so the torch pin is still resolved by pip: `pip download` fetches whatever pip would install for
-# it (on a CPU machine, e.g. a local CPU wheel reached through pip's find-links) and uv installs
-# that file together with the rest of the lock. uv does not precompile bytecode: the first imports
-# write it.
+# it (on a CPU machine, e.g. a local CPU wheel reached through pip's find-links) and uv, given that
+# folder as its find-links, installs it with the rest of the lock (torch==X matches X+cpu). uv does
+# not precompile bytecode: the first imports write it.
 UV       ?= $(shell command -v uv 2>/dev/null)
 INSTALL  := $(if $(UV),$(UV) pip install -q --python $(PY),$(PY) -m pip install -q)
 # The editable install builds with the venv's own setuptools (no build isolation): pyproject's
@@ -44,14 +44,14 @@ $(STAMP): $(LOCK) pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(if $(HAS_GPU),--system-site-packages) $(VENV)
 	@echo "installing $(LOCK) with $(if $(UV),uv ($(UV)),pip)"
 	$(INSTALL) --upgrade pip
-	grep -v '^torch==' $(LOCK) > $(VENV)/lock-notorch.txt
 ifeq ($(HAS_GPU),1)
 	@echo "CUDA GPU found: keeping the installed CUDA torch, skipping the CPU torch pin"
-	$(INSTALL) -r $(VENV)/lock-notorch.txt $(BUILD_REQ)
+	grep -v '^torch==' $(LOCK) > $(VENV)/lock-gpu.txt
+	$(INSTALL) -r $(VENV)/lock-gpu.txt $(BUILD_REQ)
 else ifneq ($(UV),)
 	rm -rf $(VENV)/torch-wheel
 	$(PY) -m pip download -q --no-deps -d $(VENV)/torch-wheel "$$(grep '^torch==' $(LOCK))"
-	$(INSTALL) -r $(VENV)/lock-notorch.txt $(VENV)/torch-wheel/torch-*.whl $(BUILD_REQ)
+	$(INSTALL) --find-links $(VENV)/torch-wheel -r $(LOCK) $(BUILD_REQ)
 	rm -rf $(VENV)/torch-wheel
 else
 	$(INSTALL) -r $(LOCK) $(BUILD_REQ)
