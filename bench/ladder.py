@@ -332,8 +332,9 @@ def markdown(record: dict) -> str:
         output.markdown_table(header, body, "llrrrrrlrr"),
         "",
         "Peak MB: device memory where torch reports it, else the process's peak RSS during the row "
-        "(the high-water mark is reset before each row). Equivalence: `bench check` on the row's own "
-        "backend and options against the float64 reference (the reference row: itself in float32); "
+        "(the high-water mark is reset before each row; the cells row: rank 0's process). "
+        "Equivalence: `bench check` on the row's own backend and options against the float64 "
+        "reference (the reference row: itself in float32); "
         "\"(unsteady)\": its repeats spread by more than 1.5×. Measured in the same run: GEMM "
         f"{peaks['gemm_gflops_square']:.3g} GFLOP/s ({peaks['gemm_square']}²) / "
         f"{peaks['gemm_gflops_model']:.3g} GFLOP/s (the model's own products, {shape}), copy "
@@ -362,11 +363,11 @@ def bar_chart(record: dict, path: Path) -> None:
     ax.barh([r["key"] for r in done], values, color=["tab:blue" if ok else "tab:orange" for ok in passed])
     ax.set_xscale("log")
     for i, r in enumerate(done):
-        ax.text(values[i], i, f"  {results.speed_text(values[i])}  ({r.get('x_reference') or 1:,.0f}×)",
+        ax.text(values[i], i, f"  {results.speed_text(values[i])}  ({r.get('x_reference') or 1:,.3g}×)",
                 va="center", fontsize=8)
     ax.set_xlabel("training samples/s at batch 8 (log scale; orange = the check did not pass)")
     ax.set_title(title(record).replace("**", ""), fontsize=9)
-    ax.set_xlim(right=max(values) * 20)
+    ax.set_xlim(min(values) / 2, max(values) * 20)
     fig.tight_layout()
     output.write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import ladder
+from bench import ladder, report
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -87,3 +87,7 @@ def test_smoke_ladder_writes_smoke_files_with_a_measured_check_per_row(tmp_path)
     assert table.splitlines()[0].startswith("Torch ladder, smoke (tiny model, plumbing only), on ")
     assert "| compile |" in table and "| pass (" in table
     assert (tmp_path / f"{stem}.png").stat().st_size > 1000
+    # bench report lists it as a ladder, marked as a smoke run.
+    _, ladders, _ = report.load_results(tmp_path)
+    section = report.render_section({}, ladders, {}, tmp_path)
+    assert f"`{stem}.json`: torch on " in section and "smoke size" in section
