@@ -37,11 +37,17 @@ OVERVIEW = ""  # the chart key of all machines side by side (a device name is ne
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", default="results", help="directory holding the result JSON files")
     p.add_argument("--out", default="docs/REPORT.md", help="markdown file whose results section is rewritten")
+    p.add_argument("--include-smoke", action="store_true",
+                   help="also list smoke ladders (a tiny model: they check plumbing, they measure nothing)")
 
 
 def run(args: argparse.Namespace) -> int:
     results_dir, out = Path(args.results), Path(args.out)
     timings, ladders, notes = load_results(results_dir)
+    if not args.include_smoke:
+        notes += [f"note: skipped {results_dir / ladder['_file']}: a smoke ladder (--include-smoke lists it)"
+                  for ladder in ladders if ladder.get("smoke")]
+        ladders = [ladder for ladder in ladders if not ladder.get("smoke")]
     for note in notes:
         print(note, file=sys.stderr)
     if not timings and not ladders:

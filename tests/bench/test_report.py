@@ -96,7 +96,7 @@ def test_reference_of_the_same_commit_is_preferred(tmp_path):
 
 def test_numbers_and_equivalence_are_shown(tmp_path):
     res = tmp_path / "results"
-    eq = {"verdict": "pass", "max_rel_dev": 3.2e-5, "tolerance": 2e-3, "config": {}}
+    eq = {"verdict": "pass", "worst": 3.2e-5}
     write(res, "t.json", result("torch", 1234.5, equivalence=eq))
     out = tmp_path / "REPORT.md"
     assert report(res, out) == 0
@@ -195,3 +195,16 @@ def test_ladder_files_are_listed(tmp_path):
     out = tmp_path / "REPORT.md"
     assert report(res, out) == 0
     assert "`ladder_torch_cuda.json`: torch on Tesla T4 (cuda); table `ladder_torch_cuda.md`" in section(out)
+
+
+def test_smoke_ladders_are_left_out_unless_asked(tmp_path, capsys):
+    res = tmp_path / "results"
+    write(res, "a-ref.json", result("reference", 2.0))
+    write(res, "ladder_torch_cpu_smoke.json", {"ladder": "torch", "device": "cpu", "device_name": "Machine A",
+                                               "smoke": True, "rows": []})
+    out = tmp_path / "REPORT.md"
+    assert report(res, out) == 0
+    assert "ladder_torch_cpu_smoke" not in section(out)
+    assert "skipped" in capsys.readouterr().err
+    assert main(["report", "--results", str(res), "--out", str(out), "--include-smoke"]) == 0
+    assert "`ladder_torch_cpu_smoke.json`" in section(out) and "smoke size" in section(out)
