@@ -56,7 +56,7 @@ def test_registry_lists_and_loads():
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda: backends.load("nope"), "unknown backend 'nope'; available: reference"),
+    (lambda: backends.load("nope"), "unknown backend 'nope'; choose one of reference, jax, mlx, tinygrad, torch"),
     (lambda: backends.load("reference", device="tpu"), "unknown device 'tpu'"),
     (lambda: backends.load("reference", dtype="float16"), "unknown dtype"),
 ])
@@ -80,7 +80,9 @@ def test_bad_inputs_through_the_api():
         (lambda: b.loss_and_grad(p, x, np.array([0.0, np.nan]), SMALL), "NaN or inf"),
         (lambda: b.loss_and_grad(p, x, np.zeros((2, 1)), SMALL), "y must be 1-D"),
         (lambda: b.loss_and_grad(p, x, np.zeros(3), SMALL), "y has 3 rows"),
-        (lambda: b.trainer(p, SMALL, x, y, turbo=True), "takes no trainer options"),
+        (lambda: b.trainer(p, SMALL, x, y, turbo=True), r"unknown option\(s\) turbo for backend 'reference'"),
+        (lambda: b.trainer(p, SMALL, x, y, lr=float("nan")), "lr must be a finite number"),
+        (lambda: b.trainer(p, SMALL, x, y, weight_decay=-1.0), "weight_decay must be a finite number >= 0"),
     ]
     for call, message in cases:
         with pytest.raises(ValueError, match=message) as info:
