@@ -275,10 +275,15 @@ class JaxBackend(Backend):
 
     def _check_device_present(self) -> None:
         try:
-            jax.devices(self.device)
+            found = jax.devices(self.device)
         except RuntimeError:
             seen = ", ".join(f"{d.platform}:{d.id}" for d in jax.devices())
             raise ValueError(f"device {self.device!r} requested but JAX sees only: {seen}") from None
+        # TPUs have no float64 units: XLA emulates a few float64 ops there and rejects or demotes
+        # the rest (matmuls among them), so the float64 check's 1e-9 would not mean float64.
+        if self.dtype == "float64" and found[0].platform == "tpu":
+            raise ValueError("TPUs have no float64 (XLA emulates few 64-bit ops there); use dtype "
+                             "float32 on 'tpu', or float64 on 'cpu'")
 
     def _check_options(self, options: dict[str, Any]) -> None:
         n_devices, seen = options["n_devices"], len(self.jax_devices())
