@@ -161,9 +161,11 @@ def render_section(groups: dict[str, dict[tuple, list[dict]]], ladders: list[dic
         + (f" ({n_skipped} other file(s) skipped)" if n_skipped else "")
         + "; do not edit by hand, rerun the command. Samples/s are training samples per second "
         "(median of the repeats, after warm-up); × reference is the speed-up over the reference "
-        "backend measured on the same machine, setting and dtype; compile s is the first step "
-        "(tracing and compilation); equivalence is the verdict of `bench check` against the "
-        "float64 reference and the largest relative deviation. Compare rows within one table only: "
+        "backend measured on the same machine, setting and dtype; first step s is the first step "
+        "(tracing and compilation); equivalence is the verdict of `bench check` on the very "
+        "configuration timed, against the float64 reference, with its worst norm-wise deviation "
+        "(\"not exact\" where the configuration does not compute the original, e.g. AMP). Compare "
+        "rows within one table only: "
         "other machines, settings or runs are different measurements. Peak MB is device memory where "
         "the framework reports it, else the whole process's peak host RSS.",
     ]

@@ -208,3 +208,13 @@ def test_smoke_ladders_are_left_out_unless_asked(tmp_path, capsys):
     assert "skipped" in capsys.readouterr().err
     assert main(["report", "--results", str(res), "--out", str(out), "--include-smoke"]) == 0
     assert "`ladder_torch_cpu_smoke.json`" in section(out) and "smoke size" in section(out)
+
+
+def test_the_committed_report_regenerates_from_the_committed_results(tmp_path, monkeypatch):
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "docs" / "REPORT.md"
+    out.parent.mkdir()
+    out.write_text((root / "docs" / "REPORT.md").read_text())
+    monkeypatch.chdir(root)  # the report names its results folder as given: `results`
+    assert main(["report", "--results", "results", "--out", str(out)]) == 0
+    assert out.read_text() == (root / "docs" / "REPORT.md").read_text()
