@@ -3,6 +3,12 @@
 very configuration it timed, then one table with the speed of each as a multiple of the
 reference's, measured in this same run.
 
+Devices: `--device auto` (the default) gives each backend the best device it can use here, tried
+in AUTO_PREFERENCE order, and labels its files with it (torch-cuda-float32.json); one line says
+what each backend found. Each backend is probed in a child process of its own, because a
+framework that opens a device may keep it (JAX holds a TPU until its process ends) and the run
+itself must not hold any framework. `--device X` gives every backend X, as asked.
+
 Results go to an untracked folder of their own (runs/<run id>/ by default), so running the main
 job never changes the repository; the published results/ folder changes only when asked
 (`--out results`).
@@ -12,9 +18,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import backends
@@ -29,11 +37,19 @@ EXTRA_RUNS = {"torch": [("-compile", ["--opt", "compile=true"])]}
 # go back to the system. Measured to slow the reference (docs/REPORT.md), so it runs without.
 FAST_BACKEND_ENV = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "4294967296",
                     "MALLOC_TOP_PAD_": "268435456"}
+AUTO = "auto"
+# Accelerators first, then the CPU. xla is never picked by itself: torch_xla needs its own
+# virtualenv, and on a TPU it would compete with JAX for the chips.
+AUTO_PREFERENCE = ("cuda", "gpu", "tpu", "metal", "cpu")
+PROBE_TIMEOUT_S = 180.0
+Found = tuple[list[str], dict[str, str]]  # usable devices (best first), why each other one is not
+Chosen = dict[str, tuple[str | None, list[str], dict[str, str]]]  # backend -> (device, usable, why)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backends", default=None, help="comma-separated subset (default: all installed)")
-    p.add_argument("--device", default="cpu", help="cpu, or the accelerator every backend should use")
+    p.add_argument("--device", default=AUTO, help="auto: each backend on the best device it can use here "
+                   f"({' > '.join(AUTO_PREFERENCE)}); or one device every backend must use (cpu, cuda, ...)")
     p.add_argument("--data", default="synthetic:small")
     p.add_argument("--batch-size", type=cli.positive_int, default=spec.BATCH_SIZE)
     p.add_argument("--dtype", default="float32", choices=spec.DTYPES)
@@ -49,6 +65,108 @@ def environment_for(name: str) -> dict[str, str]:
     return env if name == "reference" else {**env, **FAST_BACKEND_ENV}
 
 
+# ---------------------------------------------------------------------------------------------
+# --device auto
+
+
+def usable_devices(name: str, dtype: str) -> Found:
+    """The devices backend `name` can be built on here in `dtype`, best first (AUTO_PREFERENCE),
+    and the one-line reason for each of its other devices. Imports the framework: call it in a
+    process of its own (`probe`)."""
+    try:
+        cls = backends.backend_class(name)
+    except ValueError as e:
+        return [], {"*": first_line(e)}
+    usable, why = [], {}
+    for device in (d for d in AUTO_PREFERENCE if d in cls.devices):
+        try:
+            cls(device=device, dtype=dtype)
+            usable.append(device)
+        except ValueError as e:
+            why[device] = first_line(e)
+        except Exception as e:  # a broken driver or runtime: that device is unusable, not the run
+            why[device] = f"{type(e).__name__}: {first_line(e)}"
+    return usable, why
+
+
+PROBE_CODE = ("import json, sys\nfrom bench.run_all import usable_devices\n"
+              "print(json.dumps(usable_devices(sys.argv[1], sys.argv[2])))")
+
+
+def probe(name: str, dtype: str) -> Found:
+    """`usable_devices` in a child process (its devices and imports end with it)."""
+    try:
+        done = subprocess.run([sys.executable, "-c", PROBE_CODE, name, dtype], capture_output=True, text=True,
+                              env=environment_for(name), timeout=PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return [], {"*": f"probing its devices took over {PROBE_TIMEOUT_S:.0f} s"}
+    lines = done.stdout.strip().splitlines()
+    try:
+        usable, why = json.loads(lines[-1])
+        return list(usable), dict(why)
+    except (IndexError, ValueError, TypeError):
+        tail = done.stderr.strip().splitlines()[-1:] or [f"exit code {done.returncode}"]
+        return [], {"*": f"probing its devices failed: {tail[0]}"}
+
+
+def choose_devices(names: list[str], dtype: str, find: Callable[[str, str], Found] | None = None) -> Chosen:
+    """{backend: (the device it will run on or None, every usable device, why the others are not)};
+    `find(name, dtype)` is `probe` unless given."""
+    chosen = {}
+    for name in names:
+        usable, why = (find or probe)(name, dtype)
+        chosen[name] = (usable[0] if usable else None, usable, why)
+    return chosen
+
+
+def devices_line(chosen: Chosen) -> str:
+    """One line: each backend's device and, in brackets, every device it found usable here."""
+    parts = []
+    for name, (device, usable, why) in chosen.items():
+        if device is None:
+            reason = next(iter(why.values()), "no device")
+            parts.append(f"{name} none ({reason})")
+        else:
+            parts.append(f"{name} {device}" + (f" [{', '.join(usable)}]" if len(usable) > 1 else ""))
+    return "devices: " + "; ".join(parts)
+
+
+def nvidia_gpus() -> list[str]:
+    """The GPUs `nvidia-smi -L` lists ("GPU 0: NVIDIA H200 (UUID: ...)" -> "NVIDIA H200"); none
+    without the driver's tool. Asks the driver only: no framework is imported."""
+    try:
+        done = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    if done.returncode != 0:
+        return []
+    return [line.split(":", 1)[1].split("(UUID")[0].strip() for line in done.stdout.splitlines()
+            if line.startswith("GPU ") and ":" in line]
+
+
+def cuda_warning(gpus: list[str], chosen: Chosen) -> str | None:
+    """One line when the driver lists a GPU but torch cannot use CUDA: the virtualenv then holds a
+    CPU build of torch (or one the driver is too old for) and every torch row runs on the CPU."""
+    torch_like = next((n for n in ("torch", "reference") if n in chosen), None)  # both run on torch
+    if not gpus or torch_like is None or "cuda" in chosen[torch_like][1]:
+        return None
+    why = chosen[torch_like][2].get("cuda") or next(iter(chosen[torch_like][2].values()), "")
+    return (f"warning: nvidia-smi lists {len(gpus)} GPU(s) ({gpus[0]}) but torch cannot use CUDA"
+            f"{f' ({why})' if why else ''}: this torch is a CPU build or does not match the driver, so "
+            f"torch runs on the CPU (`make clean-venv bench` rebuilds .venv keeping the system's torch)")
+
+
+def run_command(cmd: list[str], env: dict[str, str]) -> int:
+    return subprocess.run(cmd, env=env).returncode
+
+
+def first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+# ---------------------------------------------------------------------------------------------
+
+
 def run(args: argparse.Namespace) -> int:
     names = args.backends.split(",") if args.backends else backends.available()
     unknown = [n for n in names if n not in backends.REGISTRY]
@@ -58,16 +176,28 @@ def run(args: argparse.Namespace) -> int:
     missing = [n for n in backends.REGISTRY if n not in backends.available()]
     if missing:
         print(f"not installed here, skipped: {', '.join(missing)}", file=sys.stderr)
+    if args.device == AUTO:
+        chosen = choose_devices(names, args.dtype)
+        print(devices_line(chosen), file=sys.stderr, flush=True)
+        warning = cuda_warning(nvidia_gpus(), chosen)
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
+        unusable = [n for n in names if chosen[n][0] is None]
+        if unusable:
+            print(f"no usable device here, skipped: {', '.join(unusable)}", file=sys.stderr)
+        device_of = {n: chosen[n][0] for n in names if chosen[n][0] is not None}
+    else:
+        device_of = dict.fromkeys(names, args.device)
     run_id = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     out = Path(args.out or f"runs/{run_id}")
     out.mkdir(parents=True, exist_ok=True)
     done, failed = [], []
-    for name in names:
+    for name, device in device_of.items():
         for suffix, options in [("", [])] + EXTRA_RUNS.get(name, []):
-            label = f"{name}-{args.device}-{args.dtype}{suffix}"
+            label = f"{name}-{device}-{args.dtype}{suffix}"
             path = out / f"{label}.json"
             is_ref = name == "reference"
-            cmd = [sys.executable, "-m", "bench", "time", "--backend", name, "--device", args.device,
+            cmd = [sys.executable, "-m", "bench", "time", "--backend", name, "--device", device,
                    "--dtype", args.dtype, "--data", args.data, "--batch-size", str(args.batch_size),
                    "--json", str(path), "--force", "--check",
                    "--seconds", str(args.reference_seconds if is_ref else args.seconds), *options]
@@ -75,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
                 cmd += ["--warmup", "1", "--steps", "1"]
             print(f"== {label}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
             env = {**environment_for(name), "TROMPT_RUN_ID": run_id}
-            if subprocess.run(cmd, env=env).returncode == 0:
+            if run_command(cmd, env) == 0:
                 done.append(results.read_result(path))
             else:
                 failed.append(label)
