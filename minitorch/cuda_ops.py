@@ -5,6 +5,12 @@ block of threads that fold strided slices of the reduced dimension and then comb
 results in shared memory; matrix multiply loads 32x32 tiles of both operands into shared memory
 so each input value is read from global memory once per tile instead of once per product.
 
+Data stays on the GPU: a tensor on this backend keeps its storage as a numba device array (moved
+once, when the tensor is made), outputs are allocated on the device, and shapes and strides go
+to kernels as tuples, which travel inside the launch itself. A host numpy array handed to a
+kernel would instead be copied to the GPU before the launch and back after it, every launch.
+``Tensor.to_numpy`` is the one place values come back to the host.
+
 Importing this module never needs a GPU (kernels compile on first launch). Tests run the kernels
 on the CPU with numba's simulator (environment variable ``NUMBA_ENABLE_CUDASIM=1`` set before
 numba is imported).
@@ -17,18 +23,30 @@ from typing import TYPE_CHECKING, Any
 
 import numba
 import numba.cuda
+import numpy as np
 from numba import cuda
 
 from . import tensor_data
+from .operators import prod
 from .tensor_data import MAX_DIMS, Shape, Storage, Strides, TensorData, shape_broadcast
 from .tensor_ops import MapProto, TensorOps, matmul_shapes, reduced_shape
 
 if TYPE_CHECKING:
     from .tensor import Tensor
 
-THREADS_PER_BLOCK = 32
-REDUCE_BLOCK = 1024  # most threads one output cell of a reduction may use
-TILE = 32  # matrix-multiply tile edge; a block is TILE x TILE threads
+# A warp is 32 threads; 256 threads (8 warps) per block give the scheduler enough warps to hide
+# memory latency while staying well inside the per-block register and shared-memory limits
+# (1024 threads only launch if the kernel needs at most 64 registers per thread).
+THREADS_PER_BLOCK = 256  # map and zip
+REDUCE_BLOCK = 256  # most threads one output cell of a reduction may use
+PRACTICE_BLOCK = 32  # sum_practice: the exercise sums 32 values per block
+
+# Matrix multiply: a block computes a TILE x TILE output tile with TILE x TILE_ROWS threads (one
+# warp per row of threads, 256 in all); each thread computes ROWS_PER_THREAD cells of one column.
+TILE = 32
+TILE_ROWS = 8
+ROWS_PER_THREAD = TILE // TILE_ROWS
+TILE_STRIDE = TILE + 1  # row length of a shared tile: one spare column (see the matmul kernel)
 
 
 def device_jit(fn: Callable[..., Any], **kwargs: Any) -> Any:
@@ -50,6 +68,35 @@ def _blocks(n: int, per_block: int) -> int:
     return (n + per_block - 1) // per_block
 
 
+KernelArgs = tuple[Any, tuple[int, ...], tuple[int, ...]]
+
+
+def _kernel_args(t: Tensor) -> KernelArgs:
+    """(storage, shape, strides) of ``t`` as a kernel takes them: a device array and two tuples."""
+    t._tensor.to_cuda_()  # a no-op for tensors of this backend, whose storage is already there
+    return t._tensor._storage, t._tensor.shape, t._tensor.strides
+
+
+def _device_output(like: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """A tensor of ``shape`` on ``like``'s backend whose storage is allocated on the GPU.
+
+    Left uninitialised: every kernel here writes each of its output cells, so zero-filling first
+    would only cost a host-to-device copy.
+    """
+    return like._new_from(cuda.device_array(int(prod(shape)), dtype=np.float64), shape)
+
+
+def _batched(t: Tensor) -> KernelArgs:
+    """Kernel arguments of ``t`` as a batch of matrices: a 2-D matrix is a batch of one.
+
+    Only shape and strides change, so a transposed view is multiplied in place, without a copy.
+    """
+    storage, shape, strides = _kernel_args(t)
+    if len(shape) == 2:
+        return storage, (1, *shape), (0, *strides)
+    return storage, shape, strides
+
+
 class CudaOps(TensorOps):
     cuda = True
 
@@ -59,9 +106,9 @@ class CudaOps(TensorOps):
 
         def apply(a: Tensor, out: Tensor | None = None) -> Tensor:
             if out is None:
-                out = a.zeros(a.shape)
+                out = _device_output(a, a.shape)
             blocks = _blocks(out.size, THREADS_PER_BLOCK)
-            kernel[blocks, THREADS_PER_BLOCK](*out.tuple(), out.size, *a.tuple())
+            kernel[blocks, THREADS_PER_BLOCK](*_kernel_args(out), out.size, *_kernel_args(a))
             return out
 
         return apply
@@ -71,9 +118,11 @@ class CudaOps(TensorOps):
         kernel = tensor_zip(device_jit(fn))
 
         def apply(a: Tensor, b: Tensor) -> Tensor:
-            out = a.zeros(shape_broadcast(a.shape, b.shape))
+            out = _device_output(a, shape_broadcast(a.shape, b.shape))
             blocks = _blocks(out.size, THREADS_PER_BLOCK)
-            kernel[blocks, THREADS_PER_BLOCK](*out.tuple(), out.size, *a.tuple(), *b.tuple())
+            kernel[blocks, THREADS_PER_BLOCK](
+                *_kernel_args(out), out.size, *_kernel_args(a), *_kernel_args(b)
+            )
             return out
 
         return apply
@@ -83,12 +132,12 @@ class CudaOps(TensorOps):
         kernel = tensor_reduce(device_jit(fn))
 
         def apply(a: Tensor, dim: int) -> Tensor:
-            out = a.zeros(reduced_shape(a.shape, dim))
+            out = _device_output(a, reduced_shape(a.shape, dim))
             # Enough threads to cover the reduced dim once (a power of two, for the tree fold).
             threads = 1
             while threads < min(a.shape[dim], REDUCE_BLOCK):
                 threads *= 2
-            kernel[out.size, threads](*out.tuple(), out.size, *a.tuple(), dim, start)
+            kernel[out.size, threads](*_kernel_args(out), out.size, *_kernel_args(a), dim, start)
             return out
 
         return apply
@@ -96,16 +145,19 @@ class CudaOps(TensorOps):
     @staticmethod
     def matrix_multiply(a: Tensor, b: Tensor) -> Tensor:
         """Batched ``a @ b`` with shared-memory tiles; 2-D inputs come back 2-D."""
-        out_shape, both_2d = matmul_shapes(a, b)
+        out_shape, _ = matmul_shapes(a, b)
         if a.dims > 3 or b.dims > 3:
             raise ValueError(f"the CUDA matmul handles at most one batch dim, got {a.shape} @ {b.shape}")
-        a3 = a.contiguous().view(1, *a.shape) if a.dims == 2 else a
-        b3 = b.contiguous().view(1, *b.shape) if b.dims == 2 else b
-        batch = max(a3.shape[0], b3.shape[0])
-        out = a.zeros((batch, a3.shape[1], b3.shape[2]))
-        blocks = (_blocks(out.shape[1], TILE), _blocks(out.shape[2], TILE), batch)
-        tensor_matrix_multiply[blocks, (TILE, TILE)](*out.tuple(), out.size, *a3.tuple(), *b3.tuple())
-        return out.view(out.shape[1], out.shape[2]) if both_2d else out.view(*out_shape)
+        a_args, b_args = _batched(a), _batched(b)
+        (a_batch, rows, _), (b_batch, _, cols) = a_args[1], b_args[1]
+        batch = max(a_batch, b_batch)
+        out = _device_output(a, (batch, rows, cols))
+        # x walks output columns, y output rows (see _tensor_matrix_multiply), z the batch.
+        blocks = (_blocks(cols, TILE), _blocks(rows, TILE), batch)
+        tensor_matrix_multiply[blocks, (TILE, TILE_ROWS)](
+            *_kernel_args(out), out.size, *a_args, *b_args
+        )
+        return out.view(*out_shape)
 
 
 # ## Kernels
@@ -216,12 +268,12 @@ def _sum_practice(out: Storage, a: Storage, size: int) -> None:
     Each thread copies one value into shared memory, then the block halves the number of active
     threads each round, every active thread adding in its partner's value.
     """
-    cache = cuda.shared.array(THREADS_PER_BLOCK, numba.float64)
+    cache = cuda.shared.array(PRACTICE_BLOCK, numba.float64)
     i = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
     pos = cuda.threadIdx.x
     cache[pos] = a[i] if i < size else 0.0
     cuda.syncthreads()
-    half = THREADS_PER_BLOCK // 2
+    half = PRACTICE_BLOCK // 2
     while half > 0:
         if pos < half:
             cache[pos] += cache[pos + half]
@@ -237,10 +289,10 @@ jit_sum_practice = jit(_sum_practice)
 def sum_practice(a: Tensor) -> TensorData:
     """Per-block sums of a 1-D tensor, as device-resident ``TensorData`` (at least 2 cells)."""
     (size,) = a.shape
-    blocks = _blocks(size, THREADS_PER_BLOCK)
+    blocks = _blocks(size, PRACTICE_BLOCK)
     out = TensorData([0.0] * max(2, blocks), (max(2, blocks),))
     out.to_cuda_()
-    jit_sum_practice[blocks, THREADS_PER_BLOCK](out.tuple()[0], a._tensor._storage, size)
+    jit_sum_practice[blocks, PRACTICE_BLOCK](out.tuple()[0], _kernel_args(a)[0], size)
     return out
 
 
@@ -252,33 +304,80 @@ def _mm_practice(out: Storage, a: Storage, b: Storage, size: int) -> None:
     """
     a_shared = cuda.shared.array((TILE, TILE), numba.float64)
     b_shared = cuda.shared.array((TILE, TILE), numba.float64)
-    i = cuda.threadIdx.x
-    j = cuda.threadIdx.y
-    if i < size and j < size:
-        a_shared[i, j] = a[i * size + j]
-        b_shared[i, j] = b[i * size + j]
+    # The threads of a warp have consecutive threadIdx.x. Making x the column means a warp reads
+    # a run of neighbouring addresses of a and b (one memory transaction, not one per thread) and
+    # touches neighbouring shared-memory cells, which sit in different banks.
+    row = cuda.threadIdx.y
+    col = cuda.threadIdx.x
+    if row < size and col < size:
+        a_shared[row, col] = a[row * size + col]
+        b_shared[row, col] = b[row * size + col]
     cuda.syncthreads()
-    if i < size and j < size:
+    if row < size and col < size:
         total = 0.0
         for k in range(size):
-            total += a_shared[i, k] * b_shared[k, j]
-        out[i * size + j] = total
+            total += a_shared[row, k] * b_shared[k, col]
+        out[row * size + col] = total
 
 
 jit_mm_practice = jit(_mm_practice)
 
 
 def mm_practice(a: Tensor, b: Tensor) -> TensorData:
-    """``a @ b`` for square matrices of size at most 32, as device-resident ``TensorData``."""
+    """``a @ b`` for square matrices of size at most 32, as device-resident ``TensorData``.
+
+    The exercise is a single block with one thread per output cell, so size 32 launches 1024
+    threads; the kernel is small enough (few registers) for that to fit.
+    """
     (size, _) = a.shape
     if size > TILE or a.shape != (size, size) or b.shape != (size, size):
         raise ValueError(f"mm_practice needs two square matrices of size <= {TILE}: {a.shape}, {b.shape}")
     out = TensorData([0.0] * (size * size), (size, size))
     out.to_cuda_()
-    a_storage = a.contiguous()._tensor._storage
-    b_storage = b.contiguous()._tensor._storage
-    jit_mm_practice[1, (TILE, TILE)](out.tuple()[0], a_storage, b_storage, size)
+    a_storage = _kernel_args(a.contiguous())[0]
+    b_storage = _kernel_args(b.contiguous())[0]
+    jit_mm_practice[1, (size, size)](out.tuple()[0], a_storage, b_storage, size)
     return out
+
+
+def _load_tile(
+    tile: Storage,
+    storage: Storage,
+    base: int,
+    rows: int,
+    cols: int,
+    row_stride: int,
+    col_stride: int,
+    row0: int,
+    col0: int,
+) -> None:
+    """Copy the TILE x TILE block at (row0, col0) of a strided matrix into the shared ``tile``.
+
+    Cells past the edge of the matrix become 0, so a partial tile adds nothing to the products.
+    """
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    # A warp is 32 threads with the same ty and consecutive tx. Global memory serves a warp's
+    # loads in 32-byte sectors, so tx must walk the matrix's contiguous direction: usually the
+    # columns, but the rows of a transposed view (the backward pass multiplies by b^T and a^T).
+    # The choice depends on kernel arguments only, so the whole block takes the same branch.
+    rows_along_x = cols == 1 or (rows > 1 and row_stride < col_stride)
+    for step in range(ROWS_PER_THREAD):
+        if rows_along_x:
+            r = tx
+            c = ty + step * TILE_ROWS
+        else:
+            r = ty + step * TILE_ROWS
+            c = tx
+        i = row0 + r
+        j = col0 + c
+        if i < rows and j < cols:
+            tile[r, c] = storage[base + i * row_stride + j * col_stride]
+        else:
+            tile[r, c] = 0.0
+
+
+load_tile = device_jit(_load_tile)
 
 
 def _tensor_matrix_multiply(
@@ -293,40 +392,52 @@ def _tensor_matrix_multiply(
     b_shape: Shape,
     b_strides: Strides,
 ) -> None:
-    """Tiled batched matmul: block (x, y, z) computes a TILE x TILE tile of batch z.
+    """Tiled batched matmul: block (x, y, z) computes the output tile at column tile x, row tile y
+    of batch z, with TILE x TILE_ROWS threads.
 
-    For each step along the shared dimension the block copies one tile of ``a`` and one of ``b``
-    into shared memory (out-of-range cells as 0), waits, accumulates the tile products, and waits
-    again before the next copy overwrites the tiles. A batch dim of size 1 broadcasts (stride 0).
+    Thread (tx, ty) computes column ``tx`` of the tile, rows ``ty, ty + TILE_ROWS, ...``. For each
+    step along the shared dimension the block copies one tile of ``a`` and one of ``b`` into
+    shared memory, waits, accumulates the tile products, and waits again before the next copy
+    overwrites the tiles. A batch dim of size 1 broadcasts (stride 0).
     """
-    a_shared = cuda.shared.array((TILE, TILE), numba.float64)
-    b_shared = cuda.shared.array((TILE, TILE), numba.float64)
-    a_batch_stride = a_strides[0] if a_shape[0] > 1 else 0
-    b_batch_stride = b_strides[0] if b_shape[0] > 1 else 0
+    # Shared memory is 32 banks of 4 bytes; accesses of one warp to different addresses in the
+    # same bank are served one after another. When a tile is loaded down its columns (a
+    # transposed operand), a warp writes 32 cells one row apart. Rows of 32 float64 (256 bytes)
+    # would put all of them in the same bank pair: 32 passes. A row of TILE_STRIDE = 33 values
+    # starts one bank pair further on, so the cells spread evenly over all 32 banks: 2 passes,
+    # the least any warp-wide float64 access takes.
+    a_tile = cuda.shared.array((TILE, TILE_STRIDE), numba.float64)
+    b_tile = cuda.shared.array((TILE, TILE_STRIDE), numba.float64)
+    acc = cuda.local.array(ROWS_PER_THREAD, numba.float64)
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
     batch = cuda.blockIdx.z
-    i = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
-    j = cuda.blockIdx.y * cuda.blockDim.y + cuda.threadIdx.y
-    pi = cuda.threadIdx.x
-    pj = cuda.threadIdx.y
+    row0 = cuda.blockIdx.y * TILE
+    col0 = cuda.blockIdx.x * TILE
+    a_base = batch * a_strides[0] if a_shape[0] > 1 else 0
+    b_base = batch * b_strides[0] if b_shape[0] > 1 else 0
+    rows = a_shape[1]
     inner = a_shape[2]
-    total = 0.0
-    for tile_start in range(0, inner, TILE):
-        k = tile_start + pj
-        if i < a_shape[1] and k < inner:
-            a_shared[pi, pj] = a_storage[batch * a_batch_stride + i * a_strides[1] + k * a_strides[2]]
-        else:
-            a_shared[pi, pj] = 0.0
-        k = tile_start + pi
-        if j < b_shape[2] and k < inner:
-            b_shared[pi, pj] = b_storage[batch * b_batch_stride + k * b_strides[1] + j * b_strides[2]]
-        else:
-            b_shared[pi, pj] = 0.0
+    cols = b_shape[2]
+    for s in range(ROWS_PER_THREAD):
+        acc[s] = 0.0
+    for k0 in range(0, inner, TILE):
+        load_tile(a_tile, a_storage, a_base, rows, inner, a_strides[1], a_strides[2], row0, k0)
+        load_tile(b_tile, b_storage, b_base, inner, cols, b_strides[1], b_strides[2], k0, col0)
         cuda.syncthreads()
         for kk in range(TILE):
-            total += a_shared[pi, kk] * b_shared[kk, pj]
+            # The warp reads one row of b_tile (neighbouring cells: distinct banks) and one cell
+            # of a_tile per product (the same address for all 32 threads: a single broadcast).
+            # Each b value is reused for ROWS_PER_THREAD products from a register.
+            b_value = b_tile[kk, tx]
+            for s in range(ROWS_PER_THREAD):
+                acc[s] += a_tile[ty + s * TILE_ROWS, kk] * b_value
         cuda.syncthreads()
-    if i < out_shape[1] and j < out_shape[2]:
-        out[batch * out_strides[0] + i * out_strides[1] + j * out_strides[2]] = total
+    j = col0 + tx
+    for s in range(ROWS_PER_THREAD):
+        i = row0 + ty + s * TILE_ROWS
+        if i < rows and j < cols:
+            out[batch * out_strides[0] + i * out_strides[1] + j * out_strides[2]] = acc[s]
 
 
 tensor_matrix_multiply = jit(_tensor_matrix_multiply)

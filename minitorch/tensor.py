@@ -17,7 +17,7 @@ import numpy as np
 
 from . import operators
 from .autodiff import Context, Variable, backpropagate
-from .tensor_data import IndexingError, TensorData, shape_broadcast
+from .tensor_data import IndexingError, TensorData, is_device_array, shape_broadcast
 from .tensor_functions import (
     EQ,
     LT,
@@ -83,6 +83,10 @@ class Tensor:
 
             backend = SimpleBackend
         self.unique_id = _next_tensor_id
+        if backend.cuda:
+            # Move once, at creation: kernels then take device arrays and numba copies nothing
+            # per launch, and views made later share the same device storage.
+            v.to_cuda_()
         self._tensor = v
         self.history = back
         self.backend = backend
@@ -121,8 +125,10 @@ class Tensor:
         return self._tensor.dims
 
     def to_numpy(self) -> np.ndarray:
-        """A numpy copy in row-major order."""
-        return self.contiguous()._tensor._storage[: self.size].reshape(self.shape).copy()
+        """A numpy copy in row-major order (fetched from the GPU for device storage)."""
+        flat = self.contiguous()._tensor._storage[: self.size]
+        host = flat.copy_to_host() if is_device_array(flat) else flat.copy()
+        return host.reshape(self.shape)
 
     def tuple(self) -> tuple[Storage, Shape, Strides]:
         return self._tensor.tuple()

@@ -36,6 +36,19 @@ UserShape: TypeAlias = Sequence[int]
 UserStrides: TypeAlias = Sequence[int]
 
 
+def is_device_array(storage: object) -> bool:
+    """True for a numba.cuda device array (real or simulated), whose values live in GPU memory.
+
+    Host code can index one, but each access is a transfer; ``to_host`` fetches all at once.
+    """
+    return hasattr(storage, "copy_to_host")
+
+
+def to_host(storage: Storage) -> Storage:
+    """The values of ``storage`` as a numpy array: itself on the host, a fresh copy from a device."""
+    return storage.copy_to_host() if is_device_array(storage) else storage
+
+
 def index_to_position(index: Index, strides: Strides) -> int:
     """Storage position of a multi-index: the dot product of index and strides."""
     # Loop over the strides, not the index: GPU kernels pass index buffers of MAX_DIMS entries.
@@ -109,8 +122,11 @@ class TensorData:
         shape: UserShape,
         strides: UserStrides | None = None,
     ) -> None:
-        # A numpy array is kept as is, so permuted views share memory; lists are copied.
-        self._storage = storage if isinstance(storage, np.ndarray) else array(storage, dtype=float64)
+        # A numpy or device array is kept as is, so views share memory; lists are copied.
+        if isinstance(storage, np.ndarray) or is_device_array(storage):
+            self._storage = storage
+        else:
+            self._storage = array(storage, dtype=float64)
         shape = tuple(int(s) for s in shape)
         strides = strides_from_shape(shape) if strides is None else tuple(int(s) for s in strides)
         if len(strides) != len(shape):
@@ -130,7 +146,7 @@ class TensorData:
         """Move the storage to the GPU (numba.cuda) if it is not already there."""
         import numba.cuda
 
-        if isinstance(self._storage, np.ndarray):  # a host array; device arrays are not ndarrays
+        if not is_device_array(self._storage):
             self._storage = numba.cuda.to_device(self._storage)
 
     def is_contiguous(self) -> bool:
@@ -191,6 +207,7 @@ class TensorData:
 
     def to_string(self) -> str:
         """Nested-bracket text of the values, like numpy's printing."""
+        host = to_host(self._storage)  # one transfer, not one per printed value
         lines = ""
         for index in self.indices():
             opening = ""
@@ -200,7 +217,7 @@ class TensorData:
                 else:
                     break
             lines += opening
-            lines += f"{self.get(index):3.2f}"
+            lines += f"{float(host[self.index(index)]):3.2f}"
             closing = ""
             for i in range(len(index) - 1, -1, -1):
                 if index[i] == self.shape[i] - 1:
