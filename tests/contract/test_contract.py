@@ -11,6 +11,7 @@ import backends
 from backends import spec
 from bench import check
 from tests.contract.conftest import BATCHES, CFG
+from tests.contract.round_trip import assert_continues_bit_identically
 
 DTYPES = ["float32", "float64"]
 
@@ -68,20 +69,7 @@ def test_bad_input_is_one_line_value_error(name, data):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_a_trainer_loaded_from_another_state_continues_bit_identically(name, dtype, data):
     x, y = data
-    b = backends.load(name, dtype=dtype)
-    first = b.trainer(spec.init_params(CFG), CFG, x, y)
-    first.run(BATCHES[:2])
-    saved = first.state()
-    assert int(saved["step"]) == 2
-    first.run(BATCHES[2:])
-    second = b.trainer(spec.init_params(CFG, seed=5), CFG, x, y)  # another start, then restored
-    second.load_state(saved)
-    second.run(BATCHES[2:])
-    assert second.losses() == first.losses()[2:]
-    theirs, ours = first.state(), second.state()
-    assert set(theirs) == set(ours)
-    for k, v in theirs.items():
-        np.testing.assert_array_equal(ours[k], v, err_msg=k)
+    assert_continues_bit_identically(backends.load(name, dtype=dtype), CFG, x, y, BATCHES)
 
 
 def test_train_steps_carries_the_optimizer_state_between_calls(name, data):
