@@ -27,6 +27,10 @@ def add_time(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=cli.positive_int, default=3)
     p.add_argument("--check", action="store_true",
                    help="also check this exact configuration against the float64 reference and record it")
+    p.add_argument("--machine-peaks", default=None, metavar="PATH",
+                   help="the machine's GEMM rate and copy bandwidth measured once for a whole run "
+                        "(python -m bench.floors PATH); default: measure them here (a few seconds)")
+    p.add_argument("--no-floors", action="store_true", help="do not measure or record the floors")
 
 
 def add_train(p: argparse.ArgumentParser) -> None:
@@ -105,6 +109,8 @@ def cmd_time(args: argparse.Namespace) -> int:
                            args.warmup, args.repeats, args.steps, args.seconds, args.seed, options,
                            progress=progress)
     result["options_given"] = {k: options[k] for k in given}
+    if not args.no_floors:
+        result["floors"] = floors_for(result, dataset, cfg, args.machine_peaks)
     if args.check:
         verdict = check_trainer(args.backend, args.device, args.dtype, options, batch_size=args.batch_size)
         result["equivalence"] = {k: verdict[k] for k in ("verdict", "worst", "deviations", "tolerances")}
@@ -118,10 +124,35 @@ def cmd_time(args: argparse.Namespace) -> int:
               f"{result['step_time_ms']:.2f} ms/step (batch {result['batch_size']}), "
               f"first step {result['compile_time_s']:.2f} s"
               + (f", others used {busy:.2f} cores" if busy is not None else "")
+              + (f", {result['floors']['percent_of_compute_floor']:.1f}% of the GEMM floor"
+                 if result.get("floors") else "")
               + (f"; check: {eq['verdict']}" if eq else ""))
         if args.json:
             output.write_json(args.json, result)
     return 0
+
+
+def floors_for(result: dict, dataset, cfg: spec.TromptConfig, peaks_path: str | None) -> dict | None:
+    """The result's compute and memory floors on this machine, and how close it came to each;
+    None where torch cannot measure the device (a TPU, a Metal GPU)."""
+    import importlib.util
+    import json
+
+    from bench import floors
+
+    device = result["device"]
+    if device not in ("cpu", "cuda") or importlib.util.find_spec("torch") is None:
+        return None
+    if peaks_path:
+        try:
+            peaks = json.loads(Path(peaks_path).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"--machine-peaks {peaks_path}: not readable JSON "
+                             f"({type(e).__name__})") from None
+    else:
+        peaks = floors.machine_peaks(device, cfg)
+    bounds = floors.floors(result["backend"], result["options"], device, cfg, dataset, peaks)
+    return {**bounds, **floors.percent_of_floors(result["samples_per_sec"], bounds), "machine_peaks": peaks}
 
 
 def cmd_train(args: argparse.Namespace) -> int:

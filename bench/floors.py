@@ -1,5 +1,6 @@
 """Floors: the best this machine could do for this algorithm, measured in the same run as the
-torch ladder (bench/ladder.py) and printed with its table.
+timings they bound (`bench time` records them in every result, `bench all` measures the machine
+once for all its processes: `python -m bench.floors OUT.json`; the torch ladder prints them).
 
     compute floor   matmul-class FLOPs per sample (torch's FlopCounterMode on the rung's own
                     model) at the better measured float32 GEMM rate; element-wise work is
@@ -49,6 +50,17 @@ def machine_peaks(device: str, cfg: spec.TromptConfig, square: int = 2048) -> di
     }
 
 
+def torch_equivalent(backend: str, options: dict) -> tuple[str, dict]:
+    """The torch trainer that runs the same algorithm, whose products FlopCounterMode can count:
+    the reference itself, torch's own variant, and r5 for the other frameworks (they implement r5;
+    JAX's r3 is torch's r3) and for kernels torch cannot see into (they compute r5's algebra)."""
+    if backend == "reference":
+        return backend, options
+    variant = options.get("variant")
+    counted = {**options, "variant": variant if variant in ("r2", "r3", "r4") else "r5"}
+    return "torch", counted if backend == "torch" else {"variant": counted["variant"]}
+
+
 def gemm_flops_per_sample(backend: str, options: dict, device: str, cfg: spec.TromptConfig,
                           dataset: data_mod.Dataset) -> float:
     """Matmul-class FLOPs of one training step per sample, counted on an eager trainer of the
@@ -56,6 +68,7 @@ def gemm_flops_per_sample(backend: str, options: dict, device: str, cfg: spec.Tr
     The reference is counted at batch 1: it repeats everything per sample anyway."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    backend, options = torch_equivalent(backend, options)
     rows = np.arange(1 if backend == "reference" else spec.BATCH_SIZE)
     eager = {k: options[k] for k in ("variant", "threads") if k in options}
     params = spec.init_params(cfg, spec.SEED, "float32")
@@ -77,3 +90,18 @@ def floors(backend: str, options: dict, device: str, cfg: spec.TromptConfig, dat
     return {"gemm_flops_per_sample": flops, "compute_floor_sps": rate / flops,
             "optimizer_bytes_per_sample": bytes_per_sample,
             "memory_floor_sps": peaks["copy_gb_per_s"] * 1e9 / bytes_per_sample}
+
+
+def percent_of_floors(samples_per_sec: float, bounds: dict) -> dict:
+    """How close a measured speed comes to each floor, in percent."""
+    return {"percent_of_compute_floor": 100 * samples_per_sec / bounds["compute_floor_sps"],
+            "percent_of_memory_floor": 100 * samples_per_sec / bounds["memory_floor_sps"]}
+
+
+if __name__ == "__main__":  # python -m bench.floors OUT.json [DEVICE]: the machine's peaks, once
+    import sys
+
+    from bench import output
+
+    device = sys.argv[2] if len(sys.argv) > 2 else "cpu"
+    output.write_json(sys.argv[1], {"device": device, **machine_peaks(device, spec.TromptConfig())})

@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 from bench import output
-from bench.results import equivalence_text, label, number, read_result, setting_key, speed_text
+from bench.results import equivalence_text, floor_text, label, number, read_result, setting_key, speed_text
 
 BEGIN = "<!-- results:begin -->"
 END = "<!-- results:end -->"
@@ -143,12 +143,13 @@ def cell(text: object) -> str:
 
 def markdown_table(rows: list[dict]) -> str:
     header = ["backend, dtype (options)", "samples/s", "× reference", "step ms", "first step s", "peak MB",
-              "equivalence", "file"]
+              "% GEMM floor", "% memory floor", "equivalence", "file"]
     body = [[cell(label(r)), speed_text(r["samples_per_sec"]), number(speedup_vs_reference(r, rows), ",.2f"),
              number(r.get("step_time_ms"), ",.2f"), number(r.get("compile_time_s"), ",.2f"),
-             number(r.get("peak_memory_mb"), ",.0f"), cell(equivalence_text(r)), f"`{cell(r['_file'])}`"]
+             number(r.get("peak_memory_mb"), ",.0f"), floor_text(r, "compute"), floor_text(r, "memory"),
+             cell(equivalence_text(r)), f"`{cell(r['_file'])}`"]
             for r in rows]
-    return output.markdown_table(header, body, "lrrrrrll")
+    return output.markdown_table(header, body, "lrrrrrrrll")
 
 
 def render_section(groups: dict[str, dict[tuple, list[dict]]], ladders: list[dict], charts: dict[str, str],
@@ -167,7 +168,9 @@ def render_section(groups: dict[str, dict[tuple, list[dict]]], ladders: list[dic
         "(\"not exact\" where the configuration does not compute the original, e.g. AMP). Compare "
         "rows within one table only: "
         "other machines, settings or runs are different measurements. Peak MB is device memory where "
-        "the framework reports it, else the whole process's peak host RSS.",
+        "the framework reports it, else the whole process's peak host RSS. % GEMM floor and % memory floor: "
+        "the speed as a share of the best this machine could do for the algorithm, from the float32 "
+        "GEMM rate and the copy bandwidth measured in the same run (bench/floors.py).",
     ]
     if (results_dir / "README.md").exists():
         lines[-1] += f" `{results_dir.as_posix()}/README.md` says how, and under what load, each was made."

@@ -82,6 +82,12 @@ def equivalence_text(r: dict) -> str:
     return f"{eq['verdict']} ({number(eq.get('worst'), '.1e')})"
 
 
+def floor_text(r: dict, which: str) -> str:
+    """The result's percentage of its compute or memory floor, or "-" where none was measured."""
+    floors = r.get("floors")
+    return number(floors.get(f"percent_of_{which}_floor"), ".1f") if isinstance(floors, dict) else "-"
+
+
 def pick_baseline(records: list[dict], wanted: str | None = None) -> dict:
     """The record named by backend or file name; by default the reference, else the slowest."""
     if wanted:
@@ -100,8 +106,9 @@ def comparison_table(records: list[dict], baseline: dict) -> str:
         rows.append([label(r), r.get("device", "?"), speed_text(r["samples_per_sec"]),
                      f"{r['samples_per_sec'] / baseline['samples_per_sec']:,.2f}",
                      number(r.get("step_time_ms"), ",.2f"), number(r.get("compile_time_s"), ",.2f"),
-                     number(r.get("peak_memory_mb"), ",.0f"), equivalence_text(r), f"`{r['_file']}`"])
+                     number(r.get("peak_memory_mb"), ",.0f"), floor_text(r, "compute"),
+                     floor_text(r, "memory"), equivalence_text(r), f"`{r['_file']}`"])
     header = ["backend, dtype (options)", "device", "samples/s", f"× {label(baseline)}", "step ms",
-              "first step s", "peak MB", "equivalence", "file"]
+              "first step s", "peak MB", "% GEMM floor", "% memory floor", "equivalence", "file"]
     devices = "; ".join(sorted({str(r.get("device_name", "?")) for r in records}))
-    return output.markdown_table(header, rows, "llrrrrrll") + f"\n\nDevice: {devices}"
+    return output.markdown_table(header, rows, "llrrrrrrrll") + f"\n\nDevice: {devices}"

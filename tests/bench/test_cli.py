@@ -38,6 +38,10 @@ def test_time_writes_the_documented_json(timed):
     assert result["samples_per_sec"] == pytest.approx(8000 / result["step_time_ms"], rel=0.35)
     assert result["versions"]["torch"]
     assert result["equivalence"] is None
+    floors = result["floors"]  # measured in the same process: the machine's peaks and this run's share
+    assert floors["machine_peaks"]["gemm_gflops_square"] > 0 and floors["machine_peaks"]["copy_gb_per_s"] > 0
+    assert floors["percent_of_compute_floor"] == pytest.approx(100 * result["samples_per_sec"]
+                                                               / floors["compute_floor_sps"])
 
 
 def test_compare_prints_ratios_and_refuses_different_configs(timed, tmp_path):

@@ -97,13 +97,14 @@ def test_reference_of_the_same_commit_is_preferred(tmp_path):
 def test_numbers_and_equivalence_are_shown(tmp_path):
     res = tmp_path / "results"
     eq = {"verdict": "pass", "worst": 3.2e-5}
-    write(res, "t.json", result("torch", 1234.5, equivalence=eq))
+    write(res, "t.json", {**result("torch", 1234.5, equivalence=eq),
+                          "floors": {"percent_of_compute_floor": 12.34, "percent_of_memory_floor": 56.78}})
     out = tmp_path / "REPORT.md"
     assert report(res, out) == 0
     row = tables(out)["Machine A"][0]
     assert row[1] == "1,234.5"
     assert row[3] == f"{1000 * 8 / 1234.5:,.2f}"  # step ms as written in the file
-    assert row[6] == "pass (3.2e-05)"
+    assert row[6:9] == ["12.3", "56.8", "pass (3.2e-05)"]
 
 
 def test_unreadable_files_are_skipped_with_one_line_each(tmp_path, capsys):
