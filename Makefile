@@ -29,13 +29,14 @@ BENCH_ARGS ?=
 # (Each backend's own allocator settings are applied per process by `bench all`: bench/run_all.py.)
 BENCH_ENV := env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE
 
-.PHONY: bench test lint venv toolchain clean-venv help xla-env xla-test
+.PHONY: bench test lint venv toolchain clean-venv help xla-env xla-test device-check
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make bench  - time and check every installed backend (batch 8, synthetic:small); writes runs/<run id>/"
 	@echo "make test   - run the test suite"
 	@echo "make lint   - ruff"
+	@echo "make device-check - on a CUDA GPU or TPU machine: every accelerator check (< 8 min); writes results/<device>/"
 
 venv: $(STAMP)
 
@@ -78,6 +79,13 @@ toolchain:
 
 bench: venv toolchain
 	$(BENCH_ENV) $(PY) -m bench all --data synthetic:small --batch-size 8 $(BENCH_ARGS)
+
+# Every accelerator check on this machine's GPU or TPU in one run of at most 8 minutes (e.g.
+# DEVICE_CHECK_ARGS="--budget-s 900 --jobs 2" changes that); exits 1 on a failed check, and 0 with one
+# line on a machine with neither. bench/device_check.py lists what it runs.
+DEVICE_CHECK_ARGS ?=
+device-check: venv
+	$(BENCH_ENV) $(PY) -m bench.device_check $(DEVICE_CHECK_ARGS)
 
 test: venv toolchain
 	$(PY) -m pytest -n 2 --dist loadgroup tests
