@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import dataclasses
 import datetime
 import glob
@@ -34,6 +35,7 @@ import importlib.util
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -297,18 +299,23 @@ def run_step(step: Step, out: Path, deadline: float) -> Outcome:
         return Outcome(not_run="the time budget was spent")
     if step.record_path(out):
         step.record_path(out).unlink(missing_ok=True)  # a stale verdict must not pass for this run's
-    timeout = min(step.timeout_s, left)
     start = time.monotonic()
     try:
-        done = subprocess.run(step.argv, capture_output=True, text=True, env=environment(step), cwd=ROOT,
-                              timeout=timeout)
-        outcome = Outcome(done.returncode, time.monotonic() - start, done.stdout + done.stderr)
-    except subprocess.TimeoutExpired as e:
-        text = "".join(x.decode(errors="replace") if isinstance(x, bytes) else (x or "")
-                       for x in (e.stdout, e.stderr))
-        outcome = Outcome(None, time.monotonic() - start, text, timed_out=True)
+        # A session of its own, so that a timeout also ends what the command started (torchrun's
+        # ranks, compile workers), which would otherwise keep the GPU busy for the next checks.
+        proc = subprocess.Popen(step.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=environment(step), cwd=ROOT, start_new_session=True)
     except OSError as e:
-        outcome = Outcome(None, time.monotonic() - start, str(e), not_run=f"could not start: {e}")
+        outcome = Outcome(None, 0.0, str(e), not_run=f"could not start: {e}")
+    else:
+        try:
+            stdout, stderr = proc.communicate(timeout=min(step.timeout_s, left))
+            outcome = Outcome(proc.returncode, time.monotonic() - start, stdout + stderr)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            stdout, stderr = proc.communicate()
+            outcome = Outcome(None, time.monotonic() - start, stdout + stderr, timed_out=True)
     output.write_text(out / "logs" / f"{step.key}.log", f"$ {' '.join(step.argv)}\n{outcome.output}")
     return outcome
 

@@ -291,6 +291,23 @@ def test_run_plan_shares_the_machine_then_runs_the_alone_steps_and_keeps_to_the_
     assert late[0].not_run == "the time budget was spent"
 
 
+def test_a_timeout_ends_what_the_command_started(tmp_path):
+    pid_file = tmp_path / "grandchild.pid"
+    code = ("import subprocess, sys, time\n"
+            "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+            f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+            "time.sleep(60)")
+    outcome = dc.run_step(python_step("spawns", code, timeout_s=3), tmp_path, dc.time.monotonic() + 60)
+    assert outcome.timed_out
+    status = Path(f"/proc/{int(pid_file.read_text())}/status")
+    for _ in range(50):  # gone, or a zombie its new parent has yet to reap
+        if not status.exists() or "\tZ" in status.read_text():
+            break
+        dc.time.sleep(0.1)
+    else:
+        pytest.fail("the command's own child outlived the timeout")
+
+
 def test_main_writes_the_json_summary_and_exits_1_on_a_failed_check(tmp_path, monkeypatch, capsys):
     def plan(machine: dc.Machine, out: Path) -> list[dc.Step]:
         verdict = ("import json, sys; json.dump({{'verdict': '{v}', 'worst': 1e-7}}, "
