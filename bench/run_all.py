@@ -167,6 +167,19 @@ def first_line(e: BaseException) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def machine_peaks_once(out: Path, devices: set[str]) -> dict[str, Path]:
+    """The GEMM rate and copy bandwidth of each device torch can measure (cpu, cuda), measured
+    once in a child process with the fast backends' environment, for every result of the run."""
+    paths = {}
+    for device in sorted(devices & {"cpu", "cuda"}):
+        path = out / "machine" / f"peaks_{device}.json"  # beside the results, not among them
+        cmd = [sys.executable, "-m", "bench.floors", str(path), device]
+        print(f"== machine peaks ({device}): {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
+        if run_command(cmd, environment_for("torch")) == 0:
+            paths[device] = path
+    return paths
+
+
 def run(args: argparse.Namespace) -> int:
     names = args.backends.split(",") if args.backends else backends.available()
     unknown = [n for n in names if n not in backends.REGISTRY]
@@ -191,6 +204,7 @@ def run(args: argparse.Namespace) -> int:
     run_id = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     out = Path(args.out or f"runs/{run_id}")
     out.mkdir(parents=True, exist_ok=True)
+    peaks = machine_peaks_once(out, set(device_of.values()))
     done, failed = [], []
     for name, device in device_of.items():
         for suffix, options in [("", [])] + EXTRA_RUNS.get(name, []):
@@ -203,6 +217,8 @@ def run(args: argparse.Namespace) -> int:
                    "--seconds", str(args.reference_seconds if is_ref else args.seconds), *options]
             if is_ref:  # ~17 s and ~4.6 GB per step of 8 on a CPU: one warm-up step, one per repeat
                 cmd += ["--warmup", "1", "--steps", "1"]
+            if device in peaks:  # every result's floors from one measurement of the machine
+                cmd += ["--machine-peaks", str(peaks[device])]
             print(f"== {label}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
             env = {**environment_for(name), "TROMPT_RUN_ID": run_id}
             if run_command(cmd, env) == 0:

@@ -131,9 +131,14 @@ def test_nvidia_gpus_reads_nvidia_smi_and_is_empty_without_it(monkeypatch, tmp_p
 
 def run_bench_all(monkeypatch, tmp_path, argv: list[str]) -> tuple[int, list[list[str]]]:
     """`bench all` with every `bench time` faked: it writes a timing record for its --json."""
-    commands = []
+    commands, peaks = [], []
 
     def run_command(cmd: list[str], env: dict[str, str]) -> int:
+        if cmd[1:3] == ["-m", "bench.floors"]:  # the machine's peaks, measured once per device
+            peaks.append(cmd[4])
+            Path(cmd[3]).parent.mkdir(parents=True, exist_ok=True)
+            Path(cmd[3]).write_text(json.dumps({"gemm_gflops_square": 100.0}))
+            return 0
         commands.append(cmd)
         arg = dict(zip(cmd, cmd[1:]))
         record = {"backend": arg["--backend"], "device": arg["--device"], "dtype": arg["--dtype"],
@@ -194,3 +199,13 @@ def test_probe_runs_in_a_child_process_and_reports_the_reference_devices():
 def test_probe_of_an_unknown_backend_is_a_reason_not_a_crash():
     usable, why = run_all.probe("nope", "float32")
     assert usable == [] and "unknown backend 'nope'" in why["*"]
+
+
+def test_the_machine_is_measured_once_per_device_and_every_run_reads_it(monkeypatch, tmp_path):
+    use_classes(monkeypatch, {"reference": fake_class("reference", ("cpu",), {"cpu"}),
+                              "torch": fake_class("torch", ("cpu",), {"cpu"})})
+    code, commands = run_bench_all(monkeypatch, tmp_path, ["--backends", "reference,torch", "--device", "cpu"])
+    assert code == 0 and len(commands) == 3  # reference, torch, torch compile
+    assert all(dict(zip(c, c[1:]))["--machine-peaks"] == str(tmp_path / "machine" / "peaks_cpu.json")
+               for c in commands)
+    assert (tmp_path / "machine" / "peaks_cpu.json").exists()
