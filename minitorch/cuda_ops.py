@@ -68,6 +68,14 @@ def _blocks(n: int, per_block: int) -> int:
     return (n + per_block - 1) // per_block
 
 
+def _elementwise_threads(n: int) -> int:
+    """Threads per block for ``n`` one-thread-per-element jobs: whole warps, at most 256.
+
+    A small tensor gets fewer warps: a warp with no element to compute is scheduled all the same.
+    """
+    return min(THREADS_PER_BLOCK, 32 * _blocks(n, 32))
+
+
 KernelArgs = tuple[Any, tuple[int, ...], tuple[int, ...]]
 
 
@@ -107,8 +115,8 @@ class CudaOps(TensorOps):
         def apply(a: Tensor, out: Tensor | None = None) -> Tensor:
             if out is None:
                 out = _device_output(a, a.shape)
-            blocks = _blocks(out.size, THREADS_PER_BLOCK)
-            kernel[blocks, THREADS_PER_BLOCK](*_kernel_args(out), out.size, *_kernel_args(a))
+            threads = _elementwise_threads(out.size)
+            kernel[_blocks(out.size, threads), threads](*_kernel_args(out), out.size, *_kernel_args(a))
             return out
 
         return apply
@@ -119,8 +127,8 @@ class CudaOps(TensorOps):
 
         def apply(a: Tensor, b: Tensor) -> Tensor:
             out = _device_output(a, shape_broadcast(a.shape, b.shape))
-            blocks = _blocks(out.size, THREADS_PER_BLOCK)
-            kernel[blocks, THREADS_PER_BLOCK](
+            threads = _elementwise_threads(out.size)
+            kernel[_blocks(out.size, threads), threads](
                 *_kernel_args(out), out.size, *_kernel_args(a), *_kernel_args(b)
             )
             return out
