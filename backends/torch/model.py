@@ -10,6 +10,8 @@ The ladder of rewrites, each a function `(params, x) -> (B, N)` predictions:
     r4  r3 with the downstream head reassociated (F5): no (B, N, P, D) tensor at all
     r5  r4 with the embedding LayerNorm's affine folded into the head (F6): E is never built,
         only H = relu(x * W + Bias) and its per-(b, c) mean and inverse std
+    r5-fused  r5 whose passes over H run in fused numba kernels (fused.py) that recompute H
+        instead of storing it (CPU only)
 
 Parameters live "stacked": the six cells' copies of a canonical tensor `tcells.{n}.NAME` form one
 tensor `NAME` of shape (N, ...), so a batched op serves all cells. `stack_params`/`unstack`
@@ -212,11 +214,34 @@ def forward_r5(p: Params, x: torch.Tensor) -> torch.Tensor:
     return head_mlp(z, p).T  # (B, N)
 
 
+def forward_r5_fused(p: Params, x: torch.Tensor) -> torch.Tensor:
+    """r5 with everything it does with H in fused CPU kernels (fused.py): H is recomputed from
+    x inside each pass instead of being stored, and the variance is two-pass. The kernels return
+    μ, r, t_raw = (H − μ)·u and ẑ = Σ_c q_c (H_c − μ_c); the mask, the head and the algebra of
+    F5/F6 between them stay here, so torch.compile still compiles them."""
+    if x.device.type != "cpu":
+        raise ValueError(f"variant r5-fused runs on the CPU only (numba kernels), not on {x.device.type}")
+    from backends.torch import fused  # numba is imported only by the variant that needs it
+
+    mask = importance_mask(p)  # (N, P, C)
+    w, bias = p["feature_emb_weight"], p["feature_emb_bias"]  # (N, C, D)
+    gamma, beta = p["ln_emb.weight"], p["ln_emb.bias"]  # (N, D)
+    v = p["tdown.dense0.weight"][0]  # (D,)
+    x = x.to(w.dtype)  # under autocast the block stays in the parameters' dtype
+    mean, rstd, t_raw = fused.embed_stats(x, w, bias, gamma * v)  # (N, B, C) each
+    t = rstd * t_raw + (beta @ v)[:, None, None]  # (N, B, C)
+    alpha, offset = _reassociated_pooling(t, mask, p)
+    centred = fused.embed_pool(x, w, bias, mean, (alpha * rstd).to(w.dtype))  # (N, B, D)
+    z = gamma.unsqueeze(1) * centred + beta.unsqueeze(1) * alpha.sum(-1, keepdim=True) + offset
+    return head_mlp(z, p).T  # (B, N)
+
+
 VARIANTS: dict[str, Callable[[Params, torch.Tensor], torch.Tensor]] = {
     "r2": forward_r2,
     "r3": forward_r3,
     "r4": forward_r4,
     "r5": forward_r5,
+    "r5-fused": forward_r5_fused,
 }
 
 

@@ -1,0 +1,390 @@
+"""r5's embedding block as fused CPU kernels (numba): H = relu(x W + Bias) is never stored.
+
+torch r5 (model.forward_r5) builds H, an (N, B, C, D) tensor (24 MB in float32 at full size), and
+then reads it back once per reduction: the mean, the mean of squares, H·u, αᵀH, and as many again
+in autograd's backward. Here every pass recomputes H from the scalar x[b,c] and the (C, D)
+parameters, which costs two operations per element and no memory traffic for H at all.
+
+Notation of docs/SPEC.md §3 and F6, for one cell n and row b (the cell index is left out):
+
+    pre[c,d] = x[b,c] W[c,d] + Bias[c,d],    H = relu(pre)
+    μ_c = (1/D) Σ_d H[c,d]                   the LayerNorm mean
+    r_c = ((1/D) Σ_d (H[c,d] − μ_c)² + eps)^(-1/2)
+    t_raw,c = Σ_d (H[c,d] − μ_c) u_d         u = γE ∘ v:  t_c = r_c t_raw,c + βE·v  (F6)
+    ẑ = Σ_c q_c (H[c,:] − μ_c)               q = α ∘ r:   z = γE ∘ ẑ + βE Σ_c α_c + π·e  (F5, F6)
+
+The block is split where r5 itself must wait: α comes from the head's softmax over prompts of
+s ∘ (M t) + ..., which needs t of *every* column, so no single pass over (c, d) can produce ẑ.
+Two autograd Functions therefore cover everything r5 does with H, and the mask, the softmax, α
+and the cheap (N, B, C)/(N, B, D) algebra around them stay in torch (model.forward_r5_fused):
+
+    EmbedStats  (x, W, Bias, u)        -> (μ, r, t_raw)    each (N, B, C)
+    EmbedPool   (x, W, Bias, μ, q)     -> ẑ                 (N, B, D)
+
+Their backward passes recompute H the same way; each saves only its inputs (which exist anyway)
+and, for EmbedStats, μ and r in float64: nothing of size (N, B, C, D).
+
+Arithmetic. Every kernel computes in float64 whatever the storage type: pre from float32 inputs
+is then exact up to one rounding of the sum, and all reductions (over d for the statistics, over
+c for ẑ, over rows for the weight gradients, over rows and columns for g_u) accumulate in float64
+and are rounded once when stored. The variance is two-pass (the mean first, then the mean of
+squared deviations): SPEC §9 fact 2 shows the one-pass form E[h²] − μ² losing bits on rows with a
+large offset, and since H is recomputed from x rather than re-read, the second pass costs
+arithmetic only. (Welford's update would need a division per element and does not vectorise.)
+
+Loop order. fastmath=False keeps the order of every sum as written, so LLVM may not vectorise a
+loop that reduces into one scalar (that needs reassociation): a sum along the innermost loop runs
+one add per add-latency. So the innermost loop never reduces. Kernels that sum over d (μ, r,
+t_raw, g_q, g_x) copy a block of CHUNK columns of W and Bias transposed into a local (D, CHUNK)
+tile and put the columns innermost, keeping one accumulator per column; EmbedPool's forward,
+which sums over c, keeps the channels innermost in the canonical (C, D) layout. Each parallel
+task owns one cell and one block of columns and loops over the rows itself, so the gradients of
+W and Bias (sums over rows) need no atomics, and a tile is reused by all B rows.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import numba
+import numpy as np
+import torch
+from numba import prange
+
+from backends.spec import LN_EPS
+
+CHUNK = 64  # columns per parallel task: a (D, CHUNK) float64 tile of W is 64 KB at D = 128
+
+
+def _jit(fn: Callable, parallel: bool = True) -> Callable:
+    """numba.njit(cache=True); without the cache when no directory for it is writable (a
+    read-only install with no writable home): numba then refuses cache=True at decoration."""
+    try:
+        return numba.njit(parallel=parallel, cache=True, fastmath=False)(fn)
+    except RuntimeError:
+        return numba.njit(parallel=parallel, fastmath=False)(fn)
+
+
+@functools.partial(_jit, parallel=False)
+def _tile(a: np.ndarray, n: int, c0: int, width: int) -> np.ndarray:
+    """a[n, c0:c0+width, :] transposed into a float64 (D, width) array."""
+    D = a.shape[2]
+    out = np.empty((D, width))
+    for j in range(width):
+        for d in range(D):
+            out[d, j] = a[n, c0 + j, d]
+    return out
+
+
+def _chunks(C: int) -> int:
+    return (C + CHUNK - 1) // CHUNK
+
+
+# ---------------------------------------------------------------------------------------------
+# EmbedStats: μ, r and t_raw per (n, b, c)
+
+
+@_jit
+def _stats_forward(x, w, bias, u, eps, mean, rstd, t_raw):
+    N, C, D = w.shape
+    n_chunks = (C + CHUNK - 1) // CHUNK
+    for task in prange(N * n_chunks):
+        n, c0 = task // n_chunks, (task % n_chunks) * CHUNK
+        width = min(CHUNK, C - c0)
+        wt, bt = _tile(w, n, c0, width), _tile(bias, n, c0, width)
+        xb, mu = np.empty(width), np.empty(width)
+        sq, su = np.empty(width), np.empty(width)
+        for b in range(x.shape[0]):
+            for j in range(width):
+                xb[j], mu[j], sq[j], su[j] = x[b, c0 + j], 0.0, 0.0, 0.0
+            # Pass 1: μ.
+            for d in range(D):
+                for j in range(width):
+                    pre = xb[j] * wt[d, j] + bt[d, j]
+                    mu[j] += pre if pre > 0.0 else 0.0
+            for j in range(width):
+                mu[j] /= D
+            # Pass 2: the squared deviations and t_raw, from H recomputed.
+            for d in range(D):
+                ud = np.float64(u[n, d])
+                for j in range(width):
+                    pre = xb[j] * wt[d, j] + bt[d, j]
+                    dev = (pre if pre > 0.0 else 0.0) - mu[j]
+                    sq[j] += dev * dev
+                    su[j] += dev * ud
+            for j in range(width):
+                mean[n, b, c0 + j] = mu[j]
+                rstd[n, b, c0 + j] = 1.0 / np.sqrt(sq[j] / D + eps)
+                t_raw[n, b, c0 + j] = su[j]
+
+
+@_jit
+def _stats_backward(x, w, bias, u, mean, rstd, g_mean, g_rstd, g_traw,
+                    g_w, g_bias, g_u_part, g_x_part, want_gx):
+    """With dev_d = H_d − μ (Σ_d dev_d = 0) and ū = (1/D) Σ_d u_d, the three outputs depend on H by
+
+        ∂μ/∂H_d = 1/D,    ∂t_raw/∂H_d = u_d − ū,    ∂r/∂H_d = −r³ dev_d / D
+
+    (the μ inside dev drops out of the last two because the deviations sum to zero), so
+        g_H_d = a + g_t u_d + k dev_d,   a = g_μ/D − g_t ū,   k = −g_r r³/D,
+    g_pre = g_H where pre > 0 (relu), g_W[c,d] = Σ_b x[b,c] g_pre, g_Bias[c,d] = Σ_b g_pre,
+    g_u_d = Σ_b Σ_c g_t dev_d and g_x[b,c] = Σ_n Σ_d W[c,d] g_pre (summed over n by the caller)."""
+    N, C, D = w.shape
+    n_chunks = (C + CHUNK - 1) // CHUNK
+    for task in prange(N * n_chunks):
+        n, k_chunk = task // n_chunks, task % n_chunks
+        c0 = k_chunk * CHUNK
+        width = min(CHUNK, C - c0)
+        wt, bt = _tile(w, n, c0, width), _tile(bias, n, c0, width)
+        gwt, gbt, gut = np.zeros((D, width)), np.zeros((D, width)), np.zeros((D, width))
+        u_bar = 0.0
+        for d in range(D):
+            u_bar += u[n, d]
+        u_bar /= D
+        xb, mu, a, gt, k = (np.empty(width), np.empty(width), np.empty(width), np.empty(width),
+                            np.empty(width))
+        gx = np.empty(width)
+        for b in range(x.shape[0]):
+            for j in range(width):
+                c = c0 + j
+                xb[j], mu[j], gt[j], gx[j] = x[b, c], mean[n, b, c], g_traw[n, b, c], 0.0
+                a[j] = g_mean[n, b, c] / D - gt[j] * u_bar
+                k[j] = -g_rstd[n, b, c] * rstd[n, b, c] ** 3 / D
+            for d in range(D):
+                ud = np.float64(u[n, d])
+                for j in range(width):
+                    pre = xb[j] * wt[d, j] + bt[d, j]
+                    dev = (pre if pre > 0.0 else 0.0) - mu[j]
+                    g_pre = a[j] + gt[j] * ud + k[j] * dev if pre > 0.0 else 0.0
+                    gwt[d, j] += xb[j] * g_pre
+                    gbt[d, j] += g_pre
+                    gut[d, j] += gt[j] * dev
+                    if want_gx:
+                        gx[j] += wt[d, j] * g_pre
+            if want_gx:
+                for j in range(width):
+                    g_x_part[n, b, c0 + j] = gx[j]
+        for j in range(width):
+            for d in range(D):
+                g_w[n, c0 + j, d] = gwt[d, j]
+                g_bias[n, c0 + j, d] = gbt[d, j]
+                g_u_part[n, k_chunk, d] += gut[d, j]
+
+
+# ---------------------------------------------------------------------------------------------
+# EmbedPool: ẑ = Σ_c q_c (H[c,:] − μ_c) per (n, b)
+
+
+@_jit
+def _pool_forward(x, w, bias, mean, q, z_part):
+    """The sum over c is split by column block (z_part[n, block, b, :]); the caller adds the
+    blocks. Channels innermost: each step adds one term to D independent accumulators."""
+    N, C, D = w.shape
+    B = x.shape[0]
+    n_chunks = (C + CHUNK - 1) // CHUNK
+    for task in prange(N * n_chunks):
+        n, k_chunk = task // n_chunks, task % n_chunks
+        c0 = k_chunk * CHUNK
+        acc = np.zeros((B, D))
+        for c in range(c0, min(c0 + CHUNK, C)):
+            for b in range(B):
+                xbc, mu, qc = np.float64(x[b, c]), np.float64(mean[n, b, c]), np.float64(q[n, b, c])
+                for d in range(D):
+                    pre = xbc * w[n, c, d] + bias[n, c, d]
+                    acc[b, d] += qc * ((pre if pre > 0.0 else 0.0) - mu)
+        z_part[n, k_chunk] = acc
+
+
+@_jit
+def _pool_backward(x, w, bias, mean, q, g_z, g_q, g_w, g_bias, g_x_part, want_gx):
+    """∂ẑ_d/∂q_c = H[c,d] − μ_c and ∂ẑ_d/∂H[c,d] = q_c, so g_q_c = Σ_d (H[c,d] − μ_c) g_ẑ,d and
+    g_pre[c,d] = q_c g_ẑ,d where pre > 0; W, Bias and x as in `_stats_backward`. (g_μ_c =
+    −q_c Σ_d g_ẑ,d needs no H: the caller computes it.)"""
+    N, C, D = w.shape
+    n_chunks = (C + CHUNK - 1) // CHUNK
+    for task in prange(N * n_chunks):
+        n, c0 = task // n_chunks, (task % n_chunks) * CHUNK
+        width = min(CHUNK, C - c0)
+        wt, bt = _tile(w, n, c0, width), _tile(bias, n, c0, width)
+        gwt, gbt = np.zeros((D, width)), np.zeros((D, width))
+        xb, mu, qb = np.empty(width), np.empty(width), np.empty(width)
+        gq, gx = np.empty(width), np.empty(width)
+        for b in range(x.shape[0]):
+            for j in range(width):
+                c = c0 + j
+                xb[j], mu[j], qb[j], gq[j], gx[j] = x[b, c], mean[n, b, c], q[n, b, c], 0.0, 0.0
+            for d in range(D):
+                gzd = np.float64(g_z[n, b, d])
+                for j in range(width):
+                    pre = xb[j] * wt[d, j] + bt[d, j]
+                    gq[j] += ((pre if pre > 0.0 else 0.0) - mu[j]) * gzd
+                    g_pre = qb[j] * gzd if pre > 0.0 else 0.0
+                    gwt[d, j] += xb[j] * g_pre
+                    gbt[d, j] += g_pre
+                    if want_gx:
+                        gx[j] += wt[d, j] * g_pre
+            for j in range(width):
+                g_q[n, b, c0 + j] = gq[j]
+                if want_gx:
+                    g_x_part[n, b, c0 + j] = gx[j]
+        for j in range(width):
+            for d in range(D):
+                g_w[n, c0 + j, d] = gwt[d, j]
+                g_bias[n, c0 + j, d] = gbt[d, j]
+
+
+# ---------------------------------------------------------------------------------------------
+# torch custom ops around the kernels: opaque to torch.compile, which traces the autograd
+# Functions below through them (their fake implementations give it the output shapes).
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().contiguous().numpy()
+
+
+def _threads() -> None:
+    """numba's pool as wide as torch's (the trainer's `threads` option), within numba's maximum."""
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+
+
+def _f64(*shape: int) -> np.ndarray:
+    return np.zeros(shape, np.float64)
+
+
+@torch.library.custom_op("trompt_fused::stats_forward", mutates_args=())
+def stats_forward(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, u: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(μ, r, t_raw), each (N, B, C) float64."""
+    (N, C, _), B = w.shape, x.shape[0]
+    mean, rstd, t_raw = _f64(N, B, C), _f64(N, B, C), _f64(N, B, C)
+    _threads()
+    _stats_forward(_np(x), _np(w), _np(bias), _np(u), LN_EPS, mean, rstd, t_raw)
+    return torch.from_numpy(mean), torch.from_numpy(rstd), torch.from_numpy(t_raw)
+
+
+@stats_forward.register_fake
+def _(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, u: torch.Tensor
+      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    shape = (w.shape[0], x.shape[0], w.shape[1])
+    return tuple(w.new_empty(shape, dtype=torch.float64) for _ in range(3))
+
+
+@torch.library.custom_op("trompt_fused::stats_backward", mutates_args=())
+def stats_backward(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, u: torch.Tensor,
+                   mean: torch.Tensor, rstd: torch.Tensor, g_mean: torch.Tensor, g_rstd: torch.Tensor,
+                   g_traw: torch.Tensor, want_gx: bool
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(g_x, g_W, g_Bias, g_u); g_x is empty unless want_gx."""
+    (N, C, D), B = w.shape, x.shape[0]
+    g_w, g_bias = np.empty((N, C, D), _np(w).dtype), np.empty((N, C, D), _np(w).dtype)
+    g_u_part, g_x_part = _f64(N, _chunks(C), D), _f64(N, B, C) if want_gx else _f64(1, 1, 1)
+    _threads()
+    _stats_backward(_np(x), _np(w), _np(bias), _np(u), _np(mean), _np(rstd), _np(g_mean), _np(g_rstd),
+                    _np(g_traw), g_w, g_bias, g_u_part, g_x_part, want_gx)
+    g_x = g_x_part.sum(0).astype(g_w.dtype) if want_gx else np.empty(0, g_w.dtype)
+    return (torch.from_numpy(g_x), torch.from_numpy(g_w), torch.from_numpy(g_bias),
+            torch.from_numpy(g_u_part.sum(1).astype(g_w.dtype)))
+
+
+@stats_backward.register_fake
+def _(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, u: torch.Tensor, mean: torch.Tensor,
+      rstd: torch.Tensor, g_mean: torch.Tensor, g_rstd: torch.Tensor, g_traw: torch.Tensor, want_gx: bool
+      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    return (x.new_empty(x.shape if want_gx else (0,), dtype=w.dtype), torch.empty_like(w),
+            torch.empty_like(bias), torch.empty_like(u))
+
+
+@torch.library.custom_op("trompt_fused::pool_forward", mutates_args=())
+def pool_forward(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor,
+                 q: torch.Tensor) -> torch.Tensor:
+    """ẑ (N, B, D) in w's dtype."""
+    (N, C, D), B = w.shape, x.shape[0]
+    z_part = _f64(N, _chunks(C), B, D)
+    _threads()
+    _pool_forward(_np(x), _np(w), _np(bias), _np(mean), _np(q), z_part)
+    return torch.from_numpy(z_part.sum(1).astype(_np(w).dtype))
+
+
+@pool_forward.register_fake
+def _(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor, q: torch.Tensor
+      ) -> torch.Tensor:
+    return w.new_empty((w.shape[0], x.shape[0], w.shape[2]))
+
+
+@torch.library.custom_op("trompt_fused::pool_backward", mutates_args=())
+def pool_backward(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor,
+                  q: torch.Tensor, g_z: torch.Tensor, want_gx: bool
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(g_x, g_W, g_Bias, g_q); g_x is empty unless want_gx."""
+    (N, C, D), B = w.shape, x.shape[0]
+    dtype = _np(w).dtype
+    g_w, g_bias = np.empty((N, C, D), dtype), np.empty((N, C, D), dtype)
+    g_q, g_x_part = _f64(N, B, C), _f64(N, B, C) if want_gx else _f64(1, 1, 1)
+    _threads()
+    _pool_backward(_np(x), _np(w), _np(bias), _np(mean), _np(q), _np(g_z), g_q, g_w, g_bias, g_x_part,
+                   want_gx)
+    g_x = g_x_part.sum(0).astype(dtype) if want_gx else np.empty(0, dtype)
+    return (torch.from_numpy(g_x), torch.from_numpy(g_w), torch.from_numpy(g_bias),
+            torch.from_numpy(g_q.astype(dtype)))
+
+
+@pool_backward.register_fake
+def _(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor, q: torch.Tensor,
+      g_z: torch.Tensor, want_gx: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    return (x.new_empty(x.shape if want_gx else (0,), dtype=w.dtype), torch.empty_like(w),
+            torch.empty_like(bias), torch.empty_like(q))
+
+
+# ---------------------------------------------------------------------------------------------
+# The autograd Functions
+
+
+class EmbedStats(torch.autograd.Function):
+    """(x (B, C), W (N, C, D), Bias (N, C, D), u (N, D)) -> (μ, r, t_raw), each (N, B, C)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, u: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mean, rstd, t_raw = stats_forward(x, w, bias, u)
+        # μ and r stay float64 for the backward: (N, B, C) numbers, against H's (N, B, C, D).
+        ctx.save_for_backward(x, w, bias, u, mean, rstd)
+        return mean.to(w.dtype), rstd.to(w.dtype), t_raw.to(w.dtype)
+
+    @staticmethod
+    def backward(ctx, g_mean: torch.Tensor, g_rstd: torch.Tensor, g_traw: torch.Tensor
+                 ) -> tuple[torch.Tensor | None, ...]:
+        x, w, bias, u, mean, rstd = ctx.saved_tensors
+        want_gx = ctx.needs_input_grad[0]
+        g_x, g_w, g_bias, g_u = stats_backward(x, w, bias, u, mean, rstd, g_mean, g_rstd, g_traw, want_gx)
+        return g_x if want_gx else None, g_w, g_bias, g_u
+
+
+class EmbedPool(torch.autograd.Function):
+    """(x (B, C), W, Bias (N, C, D), μ (N, B, C), q (N, B, C)) -> ẑ (N, B, D)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor,
+                q: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, w, bias, mean, q)
+        return pool_forward(x, w, bias, mean, q)
+
+    @staticmethod
+    def backward(ctx, g_z: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, w, bias, mean, q = ctx.saved_tensors
+        want_gx = ctx.needs_input_grad[0]
+        g_x, g_w, g_bias, g_q = pool_backward(x, w, bias, mean, q, g_z, want_gx)
+        g_mean = -q * g_z.sum(-1, keepdim=True)  # ẑ holds −μ_c q_c in every channel
+        return g_x if want_gx else None, g_w, g_bias, g_mean, g_q
+
+
+def embed_stats(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, u: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """μ, r and t_raw = (H − μ)·u of H = relu(x W + Bias), each (N, B, C); H is never stored."""
+    return EmbedStats.apply(x, w, bias, u)
+
+
+def embed_pool(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor,
+               q: torch.Tensor) -> torch.Tensor:
+    """ẑ = Σ_c q_c (H[c,:] − μ_c), (N, B, D); H is never stored."""
+    return EmbedPool.apply(x, w, bias, mean, q)
