@@ -33,7 +33,7 @@ SIM_CHECKS = [
     "matmul_shared_banks",
 ]
 
-# About 30 s on two busy cores: the simulator runs every GPU thread as a Python thread.
+# About 40 s on two busy cores: the simulator runs every GPU thread as a Python thread.
 pytestmark = pytest.mark.slow
 
 
