@@ -28,7 +28,7 @@ from numba import cuda
 
 from . import tensor_data
 from .operators import prod
-from .tensor_data import MAX_DIMS, Shape, Storage, Strides, TensorData, shape_broadcast
+from .tensor_data import MAX_DIMS, Storage, TensorData, shape_broadcast
 from .tensor_ops import MapProto, TensorOps, matmul_shapes, reduced_shape
 
 if TYPE_CHECKING:
@@ -76,7 +76,8 @@ def _elementwise_threads(n: int) -> int:
     return min(THREADS_PER_BLOCK, 32 * _blocks(n, 32))
 
 
-KernelArgs = tuple[Any, tuple[int, ...], tuple[int, ...]]
+IntTuple = tuple[int, ...]  # shapes and strides as kernels take them
+KernelArgs = tuple[Any, IntTuple, IntTuple]
 
 
 def _kernel_args(t: Tensor) -> KernelArgs:
@@ -176,15 +177,17 @@ def tensor_map(fn: Callable[[float], float]) -> Any:
 
     def _map(
         out: Storage,
-        out_shape: Shape,
-        out_strides: Strides,
+        out_shape: IntTuple,
+        out_strides: IntTuple,
         out_size: int,
         in_storage: Storage,
-        in_shape: Shape,
-        in_strides: Strides,
+        in_shape: IntTuple,
+        in_strides: IntTuple,
     ) -> None:
         out_index = cuda.local.array(MAX_DIMS, numba.int32)
         in_index = cuda.local.array(MAX_DIMS, numba.int32)
+        # Consecutive threads take consecutive row-major ordinals, so a warp writes neighbouring
+        # cells of a contiguous output and reads neighbouring cells of an input laid out alike.
         i = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
         if i < out_size:
             to_index(i, out_shape, out_index)
@@ -200,15 +203,15 @@ def tensor_zip(fn: Callable[[float, float], float]) -> Any:
 
     def _zip(
         out: Storage,
-        out_shape: Shape,
-        out_strides: Strides,
+        out_shape: IntTuple,
+        out_strides: IntTuple,
         out_size: int,
         a_storage: Storage,
-        a_shape: Shape,
-        a_strides: Strides,
+        a_shape: IntTuple,
+        a_strides: IntTuple,
         b_storage: Storage,
-        b_shape: Shape,
-        b_strides: Strides,
+        b_shape: IntTuple,
+        b_strides: IntTuple,
     ) -> None:
         out_index = cuda.local.array(MAX_DIMS, numba.int32)
         a_index = cuda.local.array(MAX_DIMS, numba.int32)
@@ -234,12 +237,12 @@ def tensor_reduce(fn: Callable[[float, float], float]) -> Any:
 
     def _reduce(
         out: Storage,
-        out_shape: Shape,
-        out_strides: Strides,
+        out_shape: IntTuple,
+        out_strides: IntTuple,
         out_size: int,
         a_storage: Storage,
-        a_shape: Shape,
-        a_strides: Strides,
+        a_shape: IntTuple,
+        a_strides: IntTuple,
         reduce_dim: int,
         start: float,
     ) -> None:
@@ -250,6 +253,8 @@ def tensor_reduce(fn: Callable[[float, float], float]) -> Any:
         threads = cuda.blockDim.x
         to_index(cell, out_shape, index)
         total = start
+        # Neighbouring threads read neighbouring elements of the reduced dim: one transaction per
+        # warp when that dim is the contiguous one, a scattered read otherwise.
         j = thread
         while j < a_shape[reduce_dim]:
             index[reduce_dim] = j
@@ -390,15 +395,15 @@ load_tile = device_jit(_load_tile)
 
 def _tensor_matrix_multiply(
     out: Storage,
-    out_shape: Shape,
-    out_strides: Strides,
+    out_shape: IntTuple,
+    out_strides: IntTuple,
     out_size: int,
     a_storage: Storage,
-    a_shape: Shape,
-    a_strides: Strides,
+    a_shape: IntTuple,
+    a_strides: IntTuple,
     b_storage: Storage,
-    b_shape: Shape,
-    b_strides: Strides,
+    b_shape: IntTuple,
+    b_strides: IntTuple,
 ) -> None:
     """Tiled batched matmul: block (x, y, z) computes the output tile at column tile x, row tile y
     of batch z, with TILE x TILE_ROWS threads.
