@@ -32,6 +32,9 @@ from bench import cli, output, results
 # Further configurations worth a row of their own: torch's fastest exact one compiles the step
 # (compilation, ~1 minute on 2 cores, is reported apart as the first step's time).
 EXTRA_RUNS = {"torch": [("-compile", ["--opt", "compile=true"])]}
+# torch_xla needs exactly torch 2.9.0, so it has its own virtualenv (`make xla-env`); when it
+# exists, `bench all` times torch on the xla device from there as one more row.
+XLA_PYTHON = Path(__file__).resolve().parent.parent / ".venv-xla" / "bin" / "python"
 # glibc otherwise returns the fast backends' per-step buffers (<= 24 MB) to the kernel and maps
 # them again every step. 32 MiB as the mmap threshold still lets the reference's ~0.5 GB buffers
 # go back to the system. Measured to slow the reference (docs/REPORT.md), so it runs without.
@@ -205,26 +208,32 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/{run_id}")
     out.mkdir(parents=True, exist_ok=True)
     peaks = machine_peaks_once(out, set(device_of.values()))
+    planned = [(name, device, suffix, options) for name, device in device_of.items()
+               for suffix, options in [("", [])] + EXTRA_RUNS.get(name, [])]
+    if "torch" in names and args.device == "auto" and XLA_PYTHON.exists():
+        planned.append(("torch", "xla", "", []))
     done, failed = [], []
-    for name, device in device_of.items():
-        for suffix, options in [("", [])] + EXTRA_RUNS.get(name, []):
-            label = f"{name}-{device}-{args.dtype}{suffix}"
-            path = out / f"{label}.json"
-            is_ref = name == "reference"
-            cmd = [sys.executable, "-m", "bench", "time", "--backend", name, "--device", device,
-                   "--dtype", args.dtype, "--data", args.data, "--batch-size", str(args.batch_size),
-                   "--json", str(path), "--force", "--check",
-                   "--seconds", str(args.reference_seconds if is_ref else args.seconds), *options]
-            if is_ref:  # ~17 s and ~4.6 GB per step of 8 on a CPU: one warm-up step, one per repeat
-                cmd += ["--warmup", "1", "--steps", "1"]
-            if device in peaks:  # every result's floors from one measurement of the machine
-                cmd += ["--machine-peaks", str(peaks[device])]
-            print(f"== {label}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
-            env = {**environment_for(name), "TROMPT_RUN_ID": run_id}
-            if run_command(cmd, env) == 0:
-                done.append(results.read_result(path))
-            else:
-                failed.append(label)
+    for name, device, suffix, options in planned:
+        python = str(XLA_PYTHON) if device == "xla" and XLA_PYTHON.exists() else sys.executable
+        label = f"{name}-{device}-{args.dtype}{suffix}"
+        path = out / f"{label}.json"
+        is_ref = name == "reference"
+        cmd = [python, "-m", "bench", "time", "--backend", name, "--device", device,
+               "--dtype", args.dtype, "--data", args.data, "--batch-size", str(args.batch_size),
+               "--json", str(path), "--force", "--check",
+               "--seconds", str(args.reference_seconds if is_ref else args.seconds), *options]
+        if is_ref:  # ~17 s and ~4.6 GB per step of 8 on a CPU: one warm-up step, one per repeat
+            cmd += ["--warmup", "1", "--steps", "1"]
+        if device in peaks:  # every result's floors from one measurement of the machine
+            cmd += ["--machine-peaks", str(peaks[device])]
+        print(f"== {label}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
+        env = {**environment_for(name), "TROMPT_RUN_ID": run_id}
+        if device == "xla" and "PJRT_DEVICE" not in env:  # a TPU VM has /dev/accel*; else the CPU
+            env["PJRT_DEVICE"] = "TPU" if list(Path("/dev").glob("accel*")) else "CPU"
+        if run_command(cmd, env) == 0:
+            done.append(results.read_result(path))
+        else:
+            failed.append(label)
     if not done:
         print("error: no backend produced a result", file=sys.stderr)
         return 1

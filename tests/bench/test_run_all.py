@@ -129,9 +129,11 @@ def test_nvidia_gpus_reads_nvidia_smi_and_is_empty_without_it(monkeypatch, tmp_p
     assert run_all.nvidia_gpus() == []
 
 
-def run_bench_all(monkeypatch, tmp_path, argv: list[str]) -> tuple[int, list[list[str]]]:
+def run_bench_all(monkeypatch, tmp_path, argv: list[str], xla_python: Path | None = None
+                  ) -> tuple[int, list[list[str]]]:
     """`bench all` with every `bench time` faked: it writes a timing record for its --json."""
     commands, peaks = [], []
+    monkeypatch.setattr(run_all, "XLA_PYTHON", xla_python or tmp_path / "no-xla-env" / "python")
 
     def run_command(cmd: list[str], env: dict[str, str]) -> int:
         if cmd[1:3] == ["-m", "bench.floors"]:  # the machine's peaks, measured once per device
@@ -209,3 +211,17 @@ def test_the_machine_is_measured_once_per_device_and_every_run_reads_it(monkeypa
     assert all(dict(zip(c, c[1:]))["--machine-peaks"] == str(tmp_path / "machine" / "peaks_cpu.json")
                for c in commands)
     assert (tmp_path / "machine" / "peaks_cpu.json").exists()
+
+
+def test_torch_on_xla_joins_from_its_own_environment_when_it_exists(monkeypatch, tmp_path):
+    use_classes(monkeypatch, {"torch": fake_class("torch", ("cpu", "xla"), {"cpu"})})
+    monkeypatch.setattr(run_all, "probe", run_all.usable_devices)
+    xla_python = tmp_path / "venv-xla" / "python"
+    xla_python.parent.mkdir()
+    xla_python.touch()
+    monkeypatch.delenv("PJRT_DEVICE", raising=False)
+    code, commands = run_bench_all(monkeypatch, tmp_path / "out", ["--backends", "torch"], xla_python)
+    assert code == 0
+    xla = [c for c in commands if c[0] == str(xla_python)]
+    assert len(xla) == 1 and dict(zip(xla[0], xla[0][1:]))["--device"] == "xla"
+    assert (tmp_path / "out" / "torch-xla-float32.json").exists()
