@@ -105,7 +105,7 @@ $(XLA_VENV)/.stamp: pyproject.toml
 	@touch $@
 
 xla-test: xla-env
-	PJRT_DEVICE=CPU $(XLA_VENV)/bin/python -m pytest -q -p no:xdist tests/backends/test_torch_backend.py -k xla
+	PJRT_DEVICE=CPU $(XLA_VENV)/bin/python -m pytest -q -p no:xdist tests/backends/torch/test_backend.py -k xla
 
 clean-venv:
 	rm -rf $(VENV)
