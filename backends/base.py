@@ -182,6 +182,12 @@ class Trainer(abc.ABC):
         """Training rows a step on `batch` consumes (all ranks together)."""
         return len(batch)
 
+    def min_warmup_steps(self) -> int:
+        """Training steps a timing warm-up must take before steps run at their steady speed: 1
+        (the step that compiles), more where the first steps differ, e.g. eager steps before a
+        CUDA-graph capture. Equal on every rank of a multi-process run."""
+        return 1
+
     # -- public, validated ---------------------------------------------------------------------
     def run(self, batches: Sequence[np.ndarray]) -> None:
         """One optimizer step per batch of row indices into the training set."""

@@ -161,3 +161,36 @@ def test_bad_counts_are_refused(bad):
     with pytest.raises(ValueError, match="must be >= 1"):
         timing.measure(FakeTrainer(clock), stream_of((8,)), args["warmup"], args["repeats"], args["steps"],
                        1.0, clock=clock)
+
+
+class CapturingTrainer(FakeTrainer):
+    """Like a CUDA-graph trainer: eager steps, a capture at the end of the third that costs time,
+    replays after; it asks for four warm-up steps (three eager, then the first replay)."""
+
+    CAPTURE_STEP, CAPTURE_COST = 3, 50.0
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        self.steps = 0
+
+    def run(self, batches):
+        super().run(batches)
+        for _ in batches:
+            self.steps += 1
+            if self.steps == self.CAPTURE_STEP:
+                self.queued += self.CAPTURE_COST
+
+    def min_warmup_steps(self):
+        return self.CAPTURE_STEP + 1
+
+
+@pytest.mark.parametrize("warmup, steps, seconds", [(1, 5, 1.0), (1, None, 4.0), (2, None, 1000.0)])
+def test_warmup_takes_at_least_the_trainer_s_minimum_steps(warmup, steps, seconds):
+    """Neither --warmup 1 nor a budget the first (compiling) step already half used may end the
+    warm-up before the capture: it would land in a timed repeat."""
+    clock = FakeClock()
+    out = timing.measure(CapturingTrainer(clock), stream_of((8,)), warmup, repeats=3, steps=steps,
+                         seconds=seconds, clock=clock)
+    assert out["warmup_steps"] == 4
+    assert out["warmup_step_times_s"][2] == pytest.approx(CapturingTrainer.CAPTURE_COST + 8 * STEP_COST)
+    assert out["samples_per_sec_all"] == pytest.approx([100.0] * 3)  # no capture inside a repeat
