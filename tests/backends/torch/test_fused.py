@@ -1,0 +1,99 @@
+"""The fused embedding kernels of backends/torch/fused.py and the variant r5-fused built on them.
+
+Oracles: the float64 reference trainer (through bench check), torch's finite differences
+(gradcheck) for each autograd Function on its own, and torch r5, which computes the same function
+with H materialised, on odd shapes (one row, a short batch, D not a multiple of 8, C spanning
+several column blocks with a remainder).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+numba = pytest.importorskip("numba")
+
+from backends import spec  # noqa: E402
+from backends.torch import fused, model  # noqa: E402
+from bench import check  # noqa: E402
+from tests.backends.problems import CFG, problem  # noqa: E402
+
+# Several column blocks and a remainder block of 5 columns.
+WIDE = spec.TromptConfig(n_columns=2 * fused.CHUNK + 5, n_prompts=5, d_model=10, n_cycles=2)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_bench_check_passes(dtype):
+    result = check.check_trainer("torch", dtype=dtype, options={"variant": "r5-fused"})
+    assert result["verdict"] == "pass", check.format_report(result)
+    assert result["dead_param_grad_max"] == 0.0
+
+
+def inputs(N: int, B: int, C: int, D: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Raw-scale x (some zeros, a few large columns) and weights as initialised: about half of
+    the pre-activations are negative, so the relu mask matters."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(B, C)) * np.where(rng.random(C) < 0.3, 20.0, 1.0)
+    x[rng.random(x.shape) < 0.1] = 0.0
+    arrays = {"x": x, "w": rng.uniform(-1, 1, (N, C, D)), "bias": rng.uniform(-1, 1, (N, C, D)),
+              "u": rng.normal(size=(N, D)), "mean": rng.random((N, B, C)), "q": rng.normal(size=(N, B, C))}
+    return {k: torch.tensor(a, dtype=torch.float64, requires_grad=True) for k, a in arrays.items()}
+
+
+@pytest.mark.parametrize("N, B, C, D", [(2, 3, 5, 7), (1, 2, fused.CHUNK + 3, 5)])
+def test_gradcheck_of_each_function(N, B, C, D):
+    t = inputs(N, B, C, D)
+    assert torch.autograd.gradcheck(fused.EmbedStats.apply, (t["x"], t["w"], t["bias"], t["u"]))
+    assert torch.autograd.gradcheck(fused.EmbedPool.apply, (t["x"], t["w"], t["bias"], t["mean"], t["q"]))
+
+
+def data_for(cfg: spec.TromptConfig, rows: int) -> tuple[dict, np.ndarray, np.ndarray]:
+    if cfg == CFG:
+        return problem(rows=rows)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(rows, cfg.n_columns)) * np.where(rng.random(cfg.n_columns) < 0.2, 30.0, 1.0)
+    return spec.init_params(cfg, seed=1, dtype="float64"), x, rng.normal(size=rows)
+
+
+def predictions_and_grads(variant: str, cfg: spec.TromptConfig, rows: int, dtype: torch.dtype
+                          ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    params, x, y = data_for(cfg, rows)
+    p = {k: t.requires_grad_() for k, t in model.stack_params(params, cfg, dtype=dtype).items()}
+    pred = model.VARIANTS[variant](p, torch.tensor(x, dtype=dtype))
+    model.sum_squared_error(pred, torch.tensor(y, dtype=dtype)).backward()
+    return pred.detach(), {k: t.grad for k, t in p.items() if t.grad is not None}
+
+
+@pytest.mark.parametrize("cfg, rows", [(CFG, 1), (CFG, 3), (WIDE, 3)], ids=["B=1", "B=3", "wide"])
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 2e-5)])
+def test_matches_r5_on_odd_shapes(cfg, rows, dtype, tol):
+    ours, ours_grads = predictions_and_grads("r5-fused", cfg, rows, dtype)
+    ref, ref_grads = predictions_and_grads("r5", cfg, rows, dtype)
+    assert ours.shape == (rows, cfg.n_cycles)
+    assert torch.linalg.norm(ours - ref) <= tol * torch.linalg.norm(ref)
+    assert set(ours_grads) == set(ref_grads)
+    for name, ref_grad in ref_grads.items():
+        assert torch.linalg.norm(ours_grads[name] - ref_grad) <= tol * torch.linalg.norm(ref_grad), name
+
+
+def test_refuses_a_device_other_than_the_cpu():
+    params, _, _ = problem(rows=2)
+    p = model.stack_params(params, CFG)
+    with pytest.raises(ValueError, match="r5-fused runs on the CPU only"):
+        model.forward_r5_fused(p, torch.empty(2, CFG.n_columns, device="meta"))
+
+
+def test_kernels_compile_without_a_writable_cache_directory(monkeypatch):
+    # With no cache locator numba refuses cache=True at decoration (as on a read-only install
+    # without a writable home); the kernels are then compiled in memory instead.
+    monkeypatch.setattr(numba.core.caching.CacheImpl, "_locator_classes", [])
+    with pytest.raises(RuntimeError, match="no locator available"):
+        numba.njit(cache=True)(lambda a: a + 1)
+    assert fused._jit(lambda a: a + 1, parallel=False)(1) == 2
+
+
+@pytest.mark.slow
+def test_compiled_variant_passes_bench_check():
+    result = check.check_trainer("torch", dtype="float64", options={"variant": "r5-fused", "compile": True})
+    assert result["verdict"] == "pass", check.format_report(result)
