@@ -22,6 +22,7 @@ from functools import partial
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import optax.tree_utils as otu
@@ -44,16 +45,26 @@ def numerics(dtype: str, precision: str = "highest") -> Iterator[None]:
 
 
 def make_optimizer(lr: float, weight_decay: float) -> optax.GradientTransformation:
-    """Optax AdamW with torch.optim.AdamW's semantics.
+    """The Adam part of torch.optim.AdamW in Optax: -lr * m_hat / (sqrt(v_hat) + eps).
 
-    Every argument is explicit because Optax's defaults differ from torch's (weight_decay 1e-4);
-    eps_root=0 keeps eps outside the square root as torch does. Optax applies the decay as
-    -lr * wd * param inside the update, torch as param *= 1 - lr * wd first: equal in exact
-    arithmetic, different only in the last bit of float32.
+    Every argument is explicit because Optax's defaults differ from torch's; eps_root=0 keeps eps
+    outside the square root as torch does. The decoupled weight decay is not in here: optax.adamw
+    adds -lr * wd * param to the update, while torch multiplies the parameter by 1 - lr * wd in
+    its own dtype, and 1 - 3e-9 is exactly 1.0 in float32, so the original decays nothing in
+    float32 (docs/SPEC.md §9) where Optax's form would still shrink small parameters.
+    `apply_adamw` does it torch's way.
     """
+    del weight_decay  # applied by apply_adamw
     beta1, beta2 = spec.BETAS
-    return optax.adamw(learning_rate=lr, b1=beta1, b2=beta2, eps=spec.ADAM_EPS, eps_root=0.0,
-                       weight_decay=weight_decay)
+    return optax.chain(optax.scale_by_adam(b1=beta1, b2=beta2, eps=spec.ADAM_EPS, eps_root=0.0),
+                       optax.scale(-lr))
+
+
+def apply_adamw(params: nnx.State, updates: nnx.State, lr: float, weight_decay: float) -> nnx.State:
+    """param * (1 - lr * wd) + update, the factor rounded to each parameter's dtype first, as
+    torch.optim.AdamW does (decoupled decay from the pre-update parameter)."""
+    decay = 1 - lr * weight_decay  # a Python float64, like torch's scalar
+    return jax.tree.map(lambda p, u: p * jnp.asarray(decay, dtype=p.dtype) + u, params, updates)
 
 
 def loss_and_grads(graphdef: nnx.GraphDef, variant: str, state: nnx.State, batch: Batch,
@@ -73,12 +84,13 @@ def loss_and_grads(graphdef: nnx.GraphDef, variant: str, state: nnx.State, batch
 
 
 def train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, variant: str,
-               carry: tuple, batch: Batch, axis_name: str | None = None) -> tuple[tuple, jax.Array]:
+               lr: float, weight_decay: float, carry: tuple, batch: Batch,
+               axis_name: str | None = None) -> tuple[tuple, jax.Array]:
     """One AdamW step: (state, opt_state), (x, y, weight) -> new (state, opt_state), loss."""
     state, opt_state = carry
     loss, grads = loss_and_grads(graphdef, variant, state, batch, axis_name)
     updates, opt_state = optimizer.update(grads, opt_state, state)
-    return (optax.apply_updates(state, updates), opt_state), loss
+    return (apply_adamw(state, updates, lr, weight_decay), opt_state), loss
 
 
 def gather_batch(x_all: jax.Array, y_all: jax.Array, rows: jax.Array, weight: jax.Array,
@@ -154,7 +166,7 @@ class JaxTrainer(Trainer):
             self._place(state, self.optimizer.init(state))
             self._x = self.placement.put_data(x_train)
             self._y = self.placement.put_data(y_train)
-        step = partial(train_step, self.graphdef, self.optimizer, self.variant)
+        step = partial(train_step, self.graphdef, self.optimizer, self.variant, lr, weight_decay)
         constrain, axis = self.placement.constrain_batch, self.placement.axis_name
         self._run_steps = self.placement.compile(make_run_steps(step, constrain, axis),
                                                  self._state, self._opt_state)

@@ -55,7 +55,7 @@ def test_optax_adamw_matches_numpy_adamw_update_in_float64():
         state, opt_state = dict(params), optimizer.init(params)
         for g in grads:
             updates, opt_state = optimizer.update(g, opt_state, state)
-            state = {k: state[k] + np.asarray(updates[k]) for k in state}
+            state = {k: np.asarray(v) for k, v in train.apply_adamw(state, updates, lr, wd).items()}
     expected = dict(params)
     moments = {k: (np.zeros_like(v), np.zeros_like(v)) for k, v in params.items()}
     for step, g in enumerate(grads, start=1):
@@ -65,6 +65,28 @@ def test_optax_adamw_matches_numpy_adamw_update_in_float64():
     for k in params:
         assert state[k].dtype == np.float64
         np.testing.assert_allclose(state[k], expected[k], rtol=1e-13, atol=1e-15)
+
+
+def test_float32_decays_nothing_as_the_original_does():
+    # 1 - lr * wd = 1 - 3e-9 is 1.0 in float32: torch's AdamW leaves a parameter with a zero
+    # gradient untouched in float32, however small it is; so must this one.
+    params = {"small": np.float32([1e-3, -2e-4, 5e-6]), "one": np.float32([1.0, -1.0, 0.5])}
+    zero = {k: np.zeros_like(v) for k, v in params.items()}
+    with jax.enable_x64(False):
+        optimizer = train.make_optimizer(spec.LR, spec.WEIGHT_DECAY)
+        state, opt_state = dict(params), optimizer.init(params)
+        for _ in range(100):
+            updates, opt_state = optimizer.update(zero, opt_state, state)
+            state = train.apply_adamw(state, updates, spec.LR, spec.WEIGHT_DECAY)
+    for k, v in params.items():
+        np.testing.assert_array_equal(np.asarray(state[k]), v, err_msg=k)
+    torch = pytest.importorskip("torch")
+    t = torch.tensor(params["small"], requires_grad=True)
+    opt = torch.optim.AdamW([t], lr=spec.LR, weight_decay=spec.WEIGHT_DECAY)
+    for _ in range(100):
+        t.grad = torch.zeros_like(t)
+        opt.step()
+    np.testing.assert_array_equal(t.detach().numpy(), params["small"])  # the original, for comparison
 
 
 @pytest.mark.parametrize("variant", model.VARIANTS)
