@@ -4,6 +4,9 @@ The kernel is this interpreter (the project's .venv), through a kernelspec writt
 temporary JUPYTER_PATH: nothing depends on which kernels the machine has installed.
 Every run trains the same tiny model from the same initial parameters on the same batches, so
 each mode's final training loss must equal the float64 reference's (computed here separately).
+The output folder must hold the results and nothing else (on Kaggle it is the saved output);
+scratch goes to a folder of its own.
+tests/notebooks/test_kaggle_setup.py tests the setup cell against fake /kaggle trees.
 """
 
 import functools
@@ -46,13 +49,19 @@ def kernel(tmp_path, monkeypatch):
     return KERNEL
 
 
+OUTPUT = {"results", "REPORT.md", "img"}  # all that a notebook may write to OUT_DIR
+
+
 def execute(name: str, kernel: str, out_dir: Path, **parameters) -> nbformat.NotebookNode:
     papermill = pytest.importorskip("papermill")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    executed = out_dir / f"{name}.out.ipynb"
+    side = out_dir.parent / f"{out_dir.name}-side"  # the executed notebook, scratch, an empty input
+    side.mkdir(parents=True)
+    executed = side / f"{name}.out.ipynb"
+    parameters = {"SMOKE": True, "OUT_DIR": str(out_dir), "SCRATCH_DIR": str(side / "scratch"),
+                  "INPUT_DIR": str(side / "input"), **parameters}
     papermill.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(executed), kernel_name=kernel,
-                               parameters={"SMOKE": True, "OUT_DIR": str(out_dir), **parameters},
-                               cwd=str(NOTEBOOKS), progress_bar=False)
+                               parameters=parameters, cwd=str(NOTEBOOKS), progress_bar=False)
+    assert {p.name for p in out_dir.iterdir()} == OUTPUT
     return nbformat.read(executed, as_version=4)
 
 
@@ -99,15 +108,16 @@ def check_report(out_dir: Path, expected_files: list[str], machines: list[str]) 
 @pytest.mark.slow
 @pytest.mark.xdist_group("notebooks")
 def test_gpu_notebook_runs_at_smoke_size(tmp_path, kernel):
-    nb = execute("kaggle_gpu", kernel, tmp_path)
-    results = tmp_path / "results"
+    out = tmp_path / "gpu"
+    nb = execute("kaggle_gpu", kernel, out)
+    results = out / "results"
     expected = {"reference-cpu-float32": "none", "torch-cpu-float32": "none", "torch-cpu-ddp2": "ddp",
                 "torch-cpu-cells2": "cells"}
     check_runs(results, expected, reference_final_loss())
     ladder = json.loads((results / "ladder_torch_cpu_smoke.json").read_text())
     assert [row["key"] for row in ladder["rows"]] == ["reference", "r5"] and ladder["smoke"]
     assert "| torch float32 (parallel=ddp) | cpu |" in printed(nb)  # the compare table
-    check_report(tmp_path, [f"{stem}.json" for stem in expected] + ["ladder_torch_cpu_smoke.json"],
+    check_report(out, [f"{stem}.json" for stem in expected] + ["ladder_torch_cpu_smoke.json"],
                  [read_result(results / "torch-cpu-float32.json")["device_name"]])
 
 
