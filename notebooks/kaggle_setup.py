@@ -42,10 +42,12 @@ def find_checkout(start: Path) -> Path | None:
 
 
 def scratch_dir(preferred: str | Path) -> Path:
-    """`preferred`, created; else a folder in the system's temporary folder (never the output)."""
-    for folder in [Path(preferred), Path(tempfile.gettempdir()) / "trompt-bench-scratch"]:
+    """`preferred`, created if its parent exists (/kaggle does on Kaggle, so a run elsewhere makes
+    no /kaggle); else a folder in the system's temporary folder. Never the output folder."""
+    fallback = Path(tempfile.gettempdir()) / "trompt-bench-scratch"
+    for folder, parents in [(Path(preferred), False), (fallback, True)]:
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(parents=parents, exist_ok=True)
         except OSError:
             continue
         if os.access(folder, os.W_OK):

@@ -180,12 +180,15 @@ def test_nothing_attached_says_what_to_do(ks, kaggle):
         plan(ks, kaggle, "80.9.0")
 
 
-def test_scratch_falls_back_to_the_system_temp_folder(ks, tmp_path, monkeypatch):
+def test_scratch_falls_back_to_the_system_temp_folder_off_kaggle(ks, tmp_path, monkeypatch):
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "system-tmp"))
     (tmp_path / "system-tmp").mkdir()
+    (tmp_path / "kaggle").mkdir()
     (tmp_path / "a-file").write_text("")
     assert ks.scratch_dir(tmp_path / "kaggle" / "tmp") == tmp_path / "kaggle" / "tmp"
-    assert ks.scratch_dir(tmp_path / "a-file" / "tmp") == tmp_path / "system-tmp" / "trompt-bench-scratch"
+    fallback = tmp_path / "system-tmp" / "trompt-bench-scratch"
+    assert ks.scratch_dir(tmp_path / "a-file" / "tmp") == fallback
+    assert ks.scratch_dir(tmp_path / "no-kaggle" / "tmp") == fallback and not (tmp_path / "no-kaggle").exists()
 
 
 # --- the JAX the TPU notebook runs ------------------------------------------------------------------
