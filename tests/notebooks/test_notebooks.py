@@ -3,9 +3,9 @@
 The kernel is this interpreter (the project's .venv), through a kernelspec written into a
 temporary JUPYTER_PATH: nothing depends on which kernels the machine has installed.
 Every run trains the same tiny model from the same initial parameters on the same batches, so
-each mode's final training loss must equal the float64 reference's (computed here separately).
-The output folder must hold the results and nothing else (on Kaggle it is the saved output);
-scratch goes to a folder of its own.
+each mode's final training loss must equal the float64 reference's (computed here separately), and
+every timing carries its passing equivalence check (`--check`). The output folder must hold the
+results and nothing else (on Kaggle it is the saved output); scratch goes to a folder of its own.
 tests/notebooks/test_kaggle_setup.py tests the setup cell against fake /kaggle trees.
 """
 
@@ -86,13 +86,14 @@ def reference_final_loss() -> float:
 
 def check_runs(results: Path, expected: dict[str, str], oracle_loss: float) -> None:
     """Each expected file is a valid cpu result of the SMOKE size, with the parallel mode asked for,
-    that trained the same model as the reference."""
+    that trained the same model as the reference, and passed its equivalence check."""
     for stem, mode in expected.items():
         r = read_result(results / f"{stem}.json")
         assert r["device"] in ("cpu", "xla") and r["config"] == SMOKE_CONFIG and r["data"] == "synthetic:tiny"
         assert r["options"].get("parallel") == mode
         assert r["warmup_steps"] + r["steps_per_repeat"] * r["repeats"] == SMOKE_STEPS
         assert math.isclose(r["final_loss"], oracle_loss, rel_tol=1e-4), (stem, r["final_loss"], oracle_loss)
+        assert r["equivalence"]["verdict"] == "pass", (stem, r["equivalence"])
 
 
 def check_report(out_dir: Path, expected_files: list[str], machines: list[str]) -> None:
@@ -116,6 +117,7 @@ def test_gpu_notebook_runs_at_smoke_size(tmp_path, kernel):
     check_runs(results, expected, reference_final_loss())
     ladder = json.loads((results / "ladder_torch_cpu_smoke.json").read_text())
     assert [row["key"] for row in ladder["rows"]] == ["reference", "r5"] and ladder["smoke"]
+    assert all(row["equivalence"]["verdict"] == "pass" for row in ladder["rows"])
     assert "| torch float32 (parallel=ddp) | cpu |" in printed(nb)  # the compare table
     check_report(out, [f"{stem}.json" for stem in expected] + ["ladder_torch_cpu_smoke.json"],
                  [read_result(results / "torch-cpu-float32.json")["device_name"]])
