@@ -2,8 +2,9 @@
 device-resident trainer the contract in backends/base.py builds everything on.
 
 Everything (parameters, AdamW moments, the whole training set) lives on the device; a step moves
-only the batch's indices there and reads nothing back (losses are fetched lazily). The options are
-declared once in `TorchBackend.options`; `bench options --backend torch` lists them.
+only the batch's indices there (without blocking the host) and reads nothing back (losses are
+fetched lazily). The options are declared once in `TorchBackend.options`; `bench options --backend
+torch` lists them.
 """
 
 from __future__ import annotations
@@ -25,11 +26,60 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 OPTIMIZERS = {"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}
 SHARED_PARAMS_PREFIX = ("prompt", "tdown.")  # replicated in cell parallelism
 GRAPH_WARMUP_STEPS = 3  # eager steps on a side stream before CUDA-graph capture (torch's advice)
+MATMUL_PRECISIONS = {"ieee": "highest", "tf32": "high"}  # torch.set_float32_matmul_precision's names
 
 
 def default_threads() -> int:
     """All cores, unless OMP_NUM_THREADS says otherwise (the test suite sets it to 1)."""
     return int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+
+
+def native_bf16() -> bool:
+    """Whether this CUDA GPU has bf16 arithmetic (compute capability 8.0, Ampere, and later).
+    torch.cuda.is_bf16_supported() also says yes on older GPUs such as the T4 (7.5), where bf16
+    is emulated and slower than float32."""
+    return torch.cuda.get_device_capability() >= (8, 0)
+
+
+def preferred_amp(device: str) -> str:
+    """The autocast dtype to use for amp on `device`: bf16, except fp16 (with a GradScaler) on a
+    CUDA GPU without native bf16."""
+    return "fp16" if device == "cuda" and not native_bf16() else "bf16"
+
+
+def pin_matmul_precision(device: str, precision: str) -> None:
+    """Fix how float32 matmuls round, process-wide: "ieee" is float32 arithmetic, "tf32" lets CUDA
+    round their inputs to TensorFloat-32 (10 mantissa bits) on tensor cores (Ampere and later).
+    set_float32_matmul_precision is torch's documented switch that keeps its legacy and newer TF32
+    flags consistent (in torch 2.13, setting only torch.backends.cuda.matmul.fp32_precision="tf32"
+    makes torch.get_float32_matmul_precision() raise, which inductor calls); cuDNN's own flag
+    only matters for convolutions and RNNs, pinned the same way for completeness. XLA devices keep
+    their own setting."""
+    if device == "xla":
+        return
+    torch.set_float32_matmul_precision(MATMUL_PRECISIONS[precision])
+    torch.backends.cudnn.allow_tf32 = precision == "tf32"
+
+
+def matmul_precision(device: str) -> str:
+    """The float32 matmul precision in force now: "ieee" or "tf32" (XLA: "xla-default")."""
+    if device == "xla":
+        return "xla-default"
+    named = {v: k for k, v in MATMUL_PRECISIONS.items()}
+    current = torch.get_float32_matmul_precision()
+    return named.get(current, current)
+
+
+def indices_to(rows: np.ndarray, device: torch.device) -> torch.Tensor:
+    """int64 row indices on `device`. To a GPU through page-locked memory with non_blocking=True:
+    from pageable memory the copy would block the host every step (torch's "A guide on good usage
+    of non_blocking and pin_memory()"). The caching host allocator that pin_memory() draws from
+    keeps each block until the copy that reads it has finished, so a block is never overwritten
+    under a copy still queued."""
+    host = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int64))
+    if device.type != "cuda":
+        return host.to(device)
+    return host.pin_memory().to(device, non_blocking=True)
 
 
 class TorchTrainer(Trainer):
@@ -44,6 +94,7 @@ class TorchTrainer(Trainer):
         self.group = (parallel.single_process() if options["parallel"] == "none"
                       else parallel.init_group(options["parallel"], backend.device, options["timeout_s"]))
         self.device, self.dtype = backend.torch_device(), TORCH_DTYPES[backend.dtype]
+        pin_matmul_precision(backend.device, options["matmul_precision"])
         if self.group.mode == "cells" and self.group.world > cfg.n_cycles:
             raise ValueError(f"parallel=cells with {self.group.world} ranks needs at least as many cells "
                              f"(n_cycles={cfg.n_cycles})")
@@ -91,7 +142,7 @@ class TorchTrainer(Trainer):
         if self.options["host_loop"]:  # the original: index on the host, copy the batch over
             return (torch.as_tensor(self.x_host[rows], dtype=self.dtype).to(self.device),
                     torch.as_tensor(self.y_host[rows], dtype=self.dtype).to(self.device))
-        rows_t = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int64)).to(self.device)
+        rows_t = indices_to(rows, self.device)
         return self.x[rows_t], self.y[rows_t]
 
     def _run(self, batches: list[np.ndarray]) -> None:
@@ -151,7 +202,9 @@ class TorchTrainer(Trainer):
         if len(idx) != size:
             self._eager_step(idx)
             return
-        self._graph_io["idx"].copy_(torch.from_numpy(np.asarray(idx, dtype=np.int64)), non_blocking=True)
+        # From page-locked memory, so that the copy does not block the host (see `indices_to`).
+        self._graph_io["idx"].copy_(torch.from_numpy(np.ascontiguousarray(idx, dtype=np.int64)).pin_memory(),
+                                    non_blocking=True)
         self._graph.replay()
         self._record(self._graph_io["loss"].detach().reshape(1).clone())
 
@@ -279,8 +332,11 @@ class TorchBackend(Backend):
         Option("optimizer", str, None, "torch.optim.AdamW implementation, all the same update "
                "(none: fused, or default on xla)", choices=tuple(OPTIMIZERS), nullable=True),
         Option("compile", bool, False, "torch.compile the loss (forward + backward via AOTAutograd)"),
-        Option("amp", str, None, "autocast to bf16 or fp16 (fp16 adds a GradScaler, needs cuda)",
-               choices=tuple(AMP_DTYPES), nullable=True, exact=(None,)),
+        Option("amp", str, None, "autocast to bf16 or fp16 (fp16 adds a GradScaler, needs cuda; "
+               "bf16 on cuda needs compute capability 8.0)", choices=tuple(AMP_DTYPES), nullable=True,
+               exact=(None,)),
+        Option("matmul_precision", str, "ieee", "float32 matmuls in float32 (ieee) or on TF32 tensor "
+               "cores (tf32: cuda, float32)", choices=tuple(MATMUL_PRECISIONS), exact=("ieee",)),
         Option("cuda_graphs", bool, False, "capture the whole step (forward, backward, fused AdamW) "
                "in one CUDA graph"),
         parallel_option(*parallel.MODES),
@@ -307,6 +363,12 @@ class TorchBackend(Backend):
                              f"not {self.dtype}")
         if opts["amp"] == "fp16" and self.device != "cuda":
             raise ValueError("amp=fp16 needs a CUDA device (GradScaler); use amp=bf16 on cpu")
+        if opts["amp"] == "bf16" and self.device == "cuda" and not native_bf16():
+            raise ValueError("amp=bf16 needs compute capability >= 8.0 (this GPU only emulates bf16); "
+                             "use amp=fp16")
+        if opts["matmul_precision"] == "tf32" and (self.device != "cuda" or self.dtype != "float32"):
+            raise ValueError(f"matmul_precision=tf32 needs device cuda and dtype float32, not {self.device} "
+                             f"{self.dtype}")
         if opts["cuda_graphs"] and self.device != "cuda":
             raise ValueError("cuda_graphs=true needs device cuda")
         if opts["cuda_graphs"] and (opts["amp"] == "fp16" or opts["parallel"] != "none" or opts["host_loop"]):
@@ -353,7 +415,9 @@ class TorchBackend(Backend):
         return super().device_name()
 
     def versions(self) -> dict[str, str]:
-        out = {"torch": torch.__version__, "threads": str(torch.get_num_threads())}
+        """Library versions, and the float32 matmul precision in force (set by the trainer)."""
+        out = {"torch": torch.__version__, "threads": str(torch.get_num_threads()),
+               "matmul_precision": matmul_precision(self.device)}
         if self.device == "cuda":
             out["cuda"] = str(torch.version.cuda)
         if self.device == "xla":

@@ -1,0 +1,101 @@
+"""The torch backend's GPU paths, checked on the CPU: what they decide (option checks, which
+copies block, which matmul precision is in force) runs here with the device's answers mocked;
+what only the device can do is left to it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import backends  # noqa: E402
+from backends.torch import train  # noqa: E402
+from tests.backends.problems import CFG, problem  # noqa: E402
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """torch believes a CUDA GPU is present; the test sets its compute capability."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+
+    def with_capability(major: int, minor: int) -> backends.Backend:
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *_: (major, minor))
+        return backends.load("torch", device="cuda")
+
+    return with_capability
+
+
+@pytest.fixture
+def ieee_afterwards():
+    """Tests that change the process-wide matmul precision restore float32 arithmetic."""
+    yield
+    train.pin_matmul_precision("cpu", "ieee")
+
+
+# ---------------------------------------------------------------------------------------------
+# amp: bf16 only where the GPU has it
+
+
+@pytest.mark.parametrize("capability, amp", [((7, 5), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16")])
+def test_bf16_is_refused_below_compute_capability_8_and_the_ladder_s_choice_follows(fake_gpu, capability,
+                                                                                    amp):
+    backend = fake_gpu(*capability)
+    assert train.preferred_amp("cuda") == amp
+    backend.parse_options({"amp": amp})  # the preferred one is accepted
+    if amp == "fp16":
+        # A T4 (7.5): torch.cuda.is_bf16_supported() says yes there, through emulation.
+        with pytest.raises(ValueError, match="compute capability >= 8.0") as info:
+            backend.parse_options({"amp": "bf16"})
+        assert "\n" not in str(info.value)
+
+
+def test_off_cuda_the_preferred_amp_is_bf16():
+    assert train.preferred_amp("cpu") == train.preferred_amp("xla") == "bf16"
+
+
+# ---------------------------------------------------------------------------------------------
+# index copies
+
+
+def test_indices_go_to_a_gpu_from_pinned_memory_without_blocking(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: calls.append("pin") or self)
+    monkeypatch.setattr(torch.Tensor, "to", lambda self, *a, **k: calls.append((a, k)) or self)
+    rows = np.array([3, 1, 2], dtype=np.int64)
+    out = train.indices_to(rows, torch.device("cuda"))
+    assert calls == ["pin", ((torch.device("cuda"),), {"non_blocking": True})]
+    assert out.dtype == torch.int64 and out.tolist() == [3, 1, 2]
+
+
+def test_indices_stay_plain_copies_off_cuda():
+    rows = np.array([0, 4], dtype=np.int32)
+    out = train.indices_to(rows, torch.device("cpu"))
+    assert out.dtype == torch.int64 and not out.is_pinned() and out.tolist() == [0, 4]
+
+
+# ---------------------------------------------------------------------------------------------
+# TF32
+
+
+def test_float32_matmuls_are_pinned_to_ieee_and_recorded(ieee_afterwards):
+    torch.set_float32_matmul_precision("high")  # someone else's setting in the same process
+    torch.backends.cudnn.allow_tf32 = True
+    params, x, y = problem(rows=8)
+    backend = backends.load("torch")
+    backend.trainer(params, CFG, x, y)
+    assert torch.get_float32_matmul_precision() == "highest"
+    assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    assert backend.versions()["matmul_precision"] == "ieee"
+
+
+def test_tf32_is_cuda_float32_only_and_labelled_not_exact(fake_gpu, ieee_afterwards):
+    assert fake_gpu(8, 0).inexact_options({"matmul_precision": "tf32"}) == ["matmul_precision=tf32"]
+    for device, dtype in (("cpu", "float32"), ("cuda", "float64")):
+        with pytest.raises(ValueError, match="matmul_precision=tf32 needs device cuda and dtype float32"):
+            backends.load("torch", device=device, dtype=dtype).parse_options({"matmul_precision": "tf32"})
+    train.pin_matmul_precision("cuda", "tf32")
+    assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    assert train.matmul_precision("cuda") == "tf32"
+
