@@ -53,18 +53,25 @@ def pin_matmul_precision(device: str, precision: str) -> None:
     set_float32_matmul_precision is torch's documented switch that keeps its legacy and newer TF32
     flags consistent (in torch 2.13, setting only torch.backends.cuda.matmul.fp32_precision="tf32"
     makes torch.get_float32_matmul_precision() raise, which inductor calls); cuDNN's own flag
-    only matters for convolutions and RNNs, pinned the same way for completeness. XLA devices keep
-    their own setting."""
+    only matters for convolutions and RNNs, pinned the same way for completeness. On XLA the same
+    question is torch_xla's mat-mul precision: "highest" is float32 on a TPU (the default there is
+    one bf16 pass)."""
     if device == "xla":
+        import torch_xla.backends
+
+        torch_xla.backends.set_mat_mul_precision("highest")
         return
     torch.set_float32_matmul_precision(MATMUL_PRECISIONS[precision])
     torch.backends.cudnn.allow_tf32 = precision == "tf32"
 
 
 def matmul_precision(device: str) -> str:
-    """The float32 matmul precision in force now: "ieee" or "tf32" (XLA: "xla-default")."""
+    """The float32 matmul precision in force now: "ieee" or "tf32" (XLA: its own level's name)."""
     if device == "xla":
-        return "xla-default"
+        import torch_xla.backends
+
+        level = torch_xla.backends.get_mat_mul_precision()
+        return "ieee" if level == "highest" else f"xla-{level}"
     named = {v: k for k, v in MATMUL_PRECISIONS.items()}
     current = torch.get_float32_matmul_precision()
     return named.get(current, current)
@@ -118,7 +125,11 @@ class TorchTrainer(Trainer):
                                            betas=spec.BETAS, eps=spec.ADAM_EPS, **flavour)
         self.scaler = torch.amp.GradScaler("cuda") if options["amp"] == "fp16" else None
         self.forward = model.VARIANTS[options["variant"]]
-        self.loss_fn = torch.compile(self._loss, dynamic=False) if options["compile"] else self._loss
+        self.loss_fn = self._loss
+        if options["compile"]:
+            # On XLA the default (inductor) would compile for the host; openxla lowers to XLA.
+            compile_backend = {"backend": "openxla"} if backend.device == "xla" else {}
+            self.loss_fn = torch.compile(self._loss, dynamic=False, **compile_backend)
 
         self._pending: list[torch.Tensor] = []  # per-step losses still on the device
         self._losses: list[float] = []
@@ -128,9 +139,10 @@ class TorchTrainer(Trainer):
     def _autocast(self) -> contextlib.AbstractContextManager:
         if not self.options["amp"]:
             return contextlib.nullcontext()
-        device_type = "cuda" if self.backend.device == "cuda" else "cpu"
-        # The weight cache must be off under graph capture (it would hold casts made outside).
-        return torch.autocast(device_type, dtype=AMP_DTYPES[self.options["amp"]],
+        # Per device type: on XLA tensors only torch.autocast("xla") casts (torch_xla's AMP
+        # guide, bf16 on TPU); autocast("cpu") would leave them float32. The weight cache must be
+        # off under graph capture (it would hold casts made outside).
+        return torch.autocast(self.device.type, dtype=AMP_DTYPES[self.options["amp"]],
                               cache_enabled=not self.options["cuda_graphs"])
 
     def _loss(self, p: model.Params, x: torch.Tensor, y: torch.Tensor, denominator: int) -> torch.Tensor:
@@ -183,23 +195,28 @@ class TorchTrainer(Trainer):
             self.optimizer.step()
         self._record(loss)
 
+    def min_warmup_steps(self) -> int:
+        """With cuda_graphs: the eager warm-up steps, the last of which ends with the capture, and
+        the first replay (its first launch uploads the graph), so that a timed region starts on
+        the steady replays."""
+        return GRAPH_WARMUP_STEPS + 1 if self.options["cuda_graphs"] else 1
+
     def _graph_step(self, idx: np.ndarray) -> None:
-        """Whole-step CUDA graph for full batches of the captured size; other sizes run eagerly.
-        The warm-up steps are real training steps (capture itself computes nothing, the replay
-        right after it does), so the trajectory is the same as without graphs."""
-        size = self._graph_io["idx"].numel() if self._graph_io else None
-        if self._graph is None and self._eager_steps < GRAPH_WARMUP_STEPS:
+        """Whole-step CUDA graph for batches of the captured size; other sizes run eagerly. The
+        warm-up steps are real training steps and the capture at the end of the last of them
+        computes nothing (the next step's replay does), so the trajectory is the one without
+        graphs. The graph has the size of that last warm-up batch (a full one in bench)."""
+        if self._graph is None:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
                 self._eager_step(idx)
             torch.cuda.current_stream().wait_stream(side)
             self._eager_steps += 1
+            if self._eager_steps == GRAPH_WARMUP_STEPS:
+                self._capture(len(idx))
             return
-        if self._graph is None:
-            self._capture(len(idx))
-            size = len(idx)
-        if len(idx) != size:
+        if len(idx) != self._graph_io["idx"].numel():
             self._eager_step(idx)
             return
         # From page-locked memory, so that the copy does not block the host (see `indices_to`).
@@ -232,7 +249,8 @@ class TorchTrainer(Trainer):
 
     def _fetch_losses(self) -> None:
         if self._pending:
-            self._losses += torch.cat(self._pending).double().cpu().tolist()
+            # To the host first: XLA devices (TPU) have no float64.
+            self._losses += torch.cat(self._pending).cpu().double().tolist()
             self._pending = []
 
     # -- the rest of the Trainer API -----------------------------------------------------------

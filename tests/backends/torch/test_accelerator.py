@@ -1,9 +1,13 @@
-"""The torch backend's GPU paths, checked on the CPU: what they decide (option checks, which
-copies block, which matmul precision is in force) runs here with the device's answers mocked;
-what only the device can do is left to it.
+"""The torch backend's GPU and TPU paths, checked on the CPU: what they decide (option checks,
+which copies block, when a CUDA graph is captured, which matmul precision is in force) runs here
+with the device's answers mocked; what only the device can do is left to it.
 """
 
 from __future__ import annotations
+
+import contextlib
+import sys
+import types
 
 import numpy as np
 import pytest
@@ -98,4 +102,87 @@ def test_tf32_is_cuda_float32_only_and_labelled_not_exact(fake_gpu, ieee_afterwa
     train.pin_matmul_precision("cuda", "tf32")
     assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
     assert train.matmul_precision("cuda") == "tf32"
+
+
+# ---------------------------------------------------------------------------------------------
+# CUDA graphs: capture in warm-up
+
+
+def test_min_warmup_steps_is_one_without_cuda_graphs():
+    params, x, y = problem(rows=8)
+    assert backends.load("torch").trainer(params, CFG, x, y).min_warmup_steps() == 1
+
+
+def test_the_graph_is_captured_at_the_end_of_the_last_warmup_step(monkeypatch):
+    """torch.cuda's stream and graph calls are stubbed (the captured block then runs eagerly,
+    which is fine here: only the schedule is checked). The capture must fall inside the
+    `min_warmup_steps()` steps bench warms up with, and replays start right after it."""
+    events = []
+
+    class FakeGraph:
+        def replay(self) -> None:
+            events.append("replay")
+
+    @contextlib.contextmanager
+    def capture(graph: FakeGraph):
+        events.append("capture")
+        yield
+
+    stream = types.SimpleNamespace(wait_stream=lambda other: None)
+    monkeypatch.setattr(torch.cuda, "Stream", lambda: stream)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda: stream)
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", FakeGraph)
+    monkeypatch.setattr(torch.cuda, "graph", capture)
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: self)
+
+    params, x, y = problem(rows=8)
+    trainer = backends.load("torch").trainer(params, CFG, x, y)
+    trainer.options = {**trainer.options, "cuda_graphs": True}  # cuda_graphs needs cuda otherwise
+    warmup = trainer.min_warmup_steps()
+    assert warmup == train.GRAPH_WARMUP_STEPS + 1
+    per_step = []
+    for _ in range(warmup + 1):
+        events.clear()
+        trainer.step(np.arange(8))
+        per_step.append(list(events))
+    assert per_step == [[]] * (warmup - 2) + [["capture"], ["replay"], ["replay"]]
+    assert len(trainer.losses()) == warmup + 1
+
+
+# ---------------------------------------------------------------------------------------------
+# torch_xla, faked: only the calls the backend makes
+
+
+@pytest.fixture
+def fake_torch_xla(monkeypatch):
+    precision = {"level": "default"}
+    xla = types.ModuleType("torch_xla")
+    xla.__version__ = "0.fake"
+    xla_backends = types.ModuleType("torch_xla.backends")
+    xla_backends.set_mat_mul_precision = lambda level: precision.update(level=level)
+    xla_backends.get_mat_mul_precision = lambda: precision["level"]
+    xla.backends = xla_backends
+    monkeypatch.setitem(sys.modules, "torch_xla", xla)
+    monkeypatch.setitem(sys.modules, "torch_xla.backends", xla_backends)
+    return precision
+
+
+def test_xla_float32_matmuls_are_pinned_to_highest(fake_torch_xla):
+    assert train.matmul_precision("xla") == "xla-default"  # a TPU's default: one bf16 pass
+    train.pin_matmul_precision("xla", "ieee")
+    assert fake_torch_xla["level"] == "highest" and train.matmul_precision("xla") == "ieee"
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"amp": "fp16"}, "amp=fp16 needs a CUDA device"),
+    ({"matmul_precision": "tf32"}, "needs device cuda"),
+    ({"optimizer": "fused"}, "not available on xla"),
+])
+def test_xla_refuses_what_it_cannot_do(fake_torch_xla, options, message):
+    backend = backends.load("torch", device="xla")
+    backend.parse_options({"amp": "bf16", "compile": True})  # autocast("xla") and openxla
+    with pytest.raises(ValueError, match=message):
+        backend.parse_options(options)
 
