@@ -17,19 +17,23 @@ cells  Cell parallel (F8 in docs/SPEC.md): each rank owns a subset of the N cell
 With world size 1 both modes reduce to the single-device step. After the all-reduce every rank
 applies the same AdamW to identical gradients, so replicated parameters stay identical.
 A rank that dies makes the collectives of the others fail within `timeout_s` (never a hang).
+Every process leaves the process group at exit (torch's shutdown rule for trainer processes).
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime
 import os
+import time
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 MODES = ("ddp", "cells")
+EXIT_GRACE_S = 0.05  # see leave_group
 
 
 class Group:
@@ -48,16 +52,29 @@ class Group:
             return list(range(n_cycles))
         return [int(n) for n in np.array_split(np.arange(n_cycles), self.world)[self.rank]]
 
-    def all_reduce_sum_(self, tensors: list[torch.Tensor]) -> None:
-        """Sum `tensors` over ranks in place, as ONE flat buffer (one collective per step)."""
+    def all_reduce_sum_(self, tensors: list[torch.Tensor], unreduced: list[torch.Tensor] = ()) -> None:
+        """Sum `tensors` over ranks in place, as ONE flat buffer (one collective per step).
+
+        `unreduced` are gradients each rank keeps to itself (its own cells'). A GradScaler skips
+        the step and backs off its scale when it sees a non-finite gradient, but each rank's scaler
+        sees only its own: so whether any rank's `unreduced` holds inf/NaN rides along in the same
+        buffer, and where one does, every rank marks one of its own gradients inf. Every scaler
+        then skips the same steps and keeps the same scale, and the replicated parameters stay
+        identical. The check stays on the device (no host sync); clean steps change no number."""
         if self.world == 1:
             return
-        flat = torch.cat([t.reshape(-1) for t in tensors])
+        flag = []
+        if unreduced:
+            finite = torch.stack([torch.isfinite(g).all() for g in unreduced]).all()
+            flag = [torch.logical_not(finite).to(tensors[0].dtype).reshape(1)]
+        flat = torch.cat([t.reshape(-1) for t in [*tensors, *flag]])
         dist.all_reduce(flat, op=dist.ReduceOp.SUM)
         offset = 0
         for t in tensors:
             t.copy_(flat[offset:offset + t.numel()].view_as(t))
             offset += t.numel()
+        if unreduced:
+            unreduced[0].view(-1)[:1].masked_fill_(flat[-1] > 0, float("inf"))
 
     def all_reduce_max(self, value: float) -> float:
         """The maximum of a host number over ranks (used so every rank times the same steps)."""
@@ -77,7 +94,8 @@ class Group:
 
 def init_group(mode: str, device: str, timeout_s: float) -> Group:
     """Join the process group that torchrun describes in the environment (gloo on the CPU, nccl
-    on CUDA; the backend has checked the device)."""
+    on CUDA; the backend has checked the device). Its collectives fail after `timeout_s` seconds
+    without a peer; the process leaves the group at exit."""
     if mode not in MODES:
         raise ValueError(f"unknown parallel mode {mode!r}; choose one of {', '.join(MODES)}")
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
@@ -88,7 +106,26 @@ def init_group(mode: str, device: str, timeout_s: float) -> Group:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         dist.init_process_group("nccl" if device == "cuda" else "gloo",
                                 timeout=datetime.timedelta(seconds=timeout_s))
+        # torch's distributed docs (Shutdown) ask every trainer process to call
+        # destroy_process_group before it exits: NCCL otherwise warns and can leave a peer waiting
+        # on work this process had queued. atexit also covers the exits through an error.
+        atexit.register(leave_group)
     return Group(mode, dist.get_rank(), dist.get_world_size())
+
+
+def leave_group() -> None:
+    """destroy_process_group if this process is still in one (idempotent), then let gloo's
+    worker threads finish before the interpreter shuts down.
+
+    A gloo worker thread drops its last collective's tensors just after the collective completes,
+    and needs the GIL for it; if the main thread holds the GIL until the interpreter starts
+    finalizing, that thread is made to exit inside a destructor and the process aborts
+    ("terminate called without an active exception": a few runs in a hundred of the two-rank
+    self-check with torch 2.13, with or without destroy_process_group; none in 50 since this
+    sleep). Sleeping releases the GIL for it."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    time.sleep(EXIT_GRACE_S)
 
 
 def single_process() -> Group:
@@ -140,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         out.update({f"t:{k}": v for k, v in twin.params().items()})
     if rank == 0 and args.out:
         np.savez(args.out, **out)
-    dist.destroy_process_group()
+    leave_group()
     return 0
 
 

@@ -26,6 +26,8 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 OPTIMIZERS = {"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}
 SHARED_PARAMS_PREFIX = ("prompt", "tdown.")  # replicated in cell parallelism
 GRAPH_WARMUP_STEPS = 3  # eager steps on a side stream before CUDA-graph capture (torch's advice)
+TIMEOUT_S = 60.0  # collectives without a peer fail after this (timeout_s=none) ...
+COMPILE_TIMEOUT_S = 1800.0  # ... or this with compile=true (see `collective_timeout_s`)
 MATMUL_PRECISIONS = {"ieee": "highest", "tf32": "high"}  # torch.set_float32_matmul_precision's names
 
 
@@ -45,6 +47,17 @@ def preferred_amp(device: str) -> str:
     """The autocast dtype to use for amp on `device`: bf16, except fp16 (with a GradScaler) on a
     CUDA GPU without native bf16."""
     return "fp16" if device == "cuda" and not native_bf16() else "bf16"
+
+
+def collective_timeout_s(options: dict[str, Any]) -> float:
+    """Seconds a collective waits for a peer. The process group has one timeout for its whole
+    life, and with compile=true each rank compiles inside its first step, at its own speed, before
+    the first all-reduce: a minute can pass between the first and the last rank arriving. So
+    timeout_s=none means TIMEOUT_S, or COMPILE_TIMEOUT_S with compile=true (a dead peer is then
+    noticed later; set timeout_s to choose)."""
+    if options["timeout_s"] is not None:
+        return options["timeout_s"]
+    return COMPILE_TIMEOUT_S if options["compile"] else TIMEOUT_S
 
 
 def pin_matmul_precision(device: str, precision: str) -> None:
@@ -98,8 +111,8 @@ class TorchTrainer(Trainer):
         super().__init__(backend, params, cfg, x_train, y_train, lr, weight_decay, options)
         torch.set_num_threads(options["threads"] or default_threads())
         # Join the process group first: under torchrun on GPUs it selects this rank's device.
-        self.group = (parallel.single_process() if options["parallel"] == "none"
-                      else parallel.init_group(options["parallel"], backend.device, options["timeout_s"]))
+        self.group = (parallel.single_process() if options["parallel"] == "none" else
+                      parallel.init_group(options["parallel"], backend.device, collective_timeout_s(options)))
         self.device, self.dtype = backend.torch_device(), TORCH_DTYPES[backend.dtype]
         pin_matmul_precision(backend.device, options["matmul_precision"])
         if self.group.mode == "cells" and self.group.world > cfg.n_cycles:
@@ -109,9 +122,12 @@ class TorchTrainer(Trainer):
         self.p = model.stack_params(params, cfg, self.cells, self.dtype, self.device)
         for tensor in self.p.values():
             tensor.requires_grad_(True)
-        # The gradients summed across ranks: all of them (ddp) or only the replicated ones (cells).
+        # The gradients summed across ranks: all of them (ddp) or only the replicated ones (cells);
+        # the rest stay with their rank.
         self.reduced = [t for k, t in self.p.items()
                         if self.group.mode != "cells" or k.startswith(SHARED_PARAMS_PREFIX)]
+        self.unreduced = [t for k, t in self.p.items()
+                          if self.group.mode == "cells" and not k.startswith(SHARED_PARAMS_PREFIX)]
 
         self.x_host, self.y_host = x_train, y_train
         if not options["host_loop"]:
@@ -123,7 +139,7 @@ class TorchTrainer(Trainer):
             flavour["capturable"] = True  # step count and lr math on the device, as capture needs
         self.optimizer = torch.optim.AdamW(list(self.p.values()), lr=lr, weight_decay=weight_decay,
                                            betas=spec.BETAS, eps=spec.ADAM_EPS, **flavour)
-        self.scaler = torch.amp.GradScaler("cuda") if options["amp"] == "fp16" else None
+        self.scaler = torch.amp.GradScaler(self.device.type) if options["amp"] == "fp16" else None
         self.forward = model.VARIANTS[options["variant"]]
         self.loss_fn = self._loss
         if options["compile"]:
@@ -183,7 +199,9 @@ class TorchTrainer(Trainer):
         for t in self.p.values():  # first step; and the dead parameters (F7) never get one otherwise
             if t.grad is None:
                 t.grad = torch.zeros_like(t)
-        self.group.all_reduce_sum_([t.grad for t in self.reduced] + [loss])
+        # With a GradScaler, the ranks must agree on skipping a step (see all_reduce_sum_).
+        self.group.all_reduce_sum_([t.grad for t in self.reduced] + [loss],
+                                   unreduced=[t.grad for t in self.unreduced] if self.scaler else [])
         return loss
 
     def _eager_step(self, idx: np.ndarray) -> None:
@@ -362,7 +380,8 @@ class TorchBackend(Backend):
                "the loss back every step"),
         Option("threads", int, None, "torch.set_num_threads (none: $OMP_NUM_THREADS, else all cores)",
                minimum=1, nullable=True),
-        Option("timeout_s", float, 60.0, "seconds a collective waits for a dead peer (> 0; parallel only)"),
+        Option("timeout_s", float, None, f"seconds a collective waits for a dead peer (> 0; parallel only; "
+               f"none: {TIMEOUT_S:g}, or {COMPILE_TIMEOUT_S:g} with compile=true)", nullable=True),
     )
 
     def _check_device_present(self) -> None:
@@ -397,7 +416,7 @@ class TorchBackend(Backend):
         if opts["parallel"] != "none" and self.device not in ("cpu", "cuda"):
             raise ValueError(f"parallel={opts['parallel']} supports devices cpu (gloo) and cuda (nccl), "
                              f"not {self.device}")
-        if opts["timeout_s"] <= 0:
+        if opts["timeout_s"] is not None and opts["timeout_s"] <= 0:
             raise ValueError(f"option timeout_s must be > 0, got {opts['timeout_s']!r}")
 
     def default_optimizer(self) -> str:

@@ -186,3 +186,16 @@ def test_xla_refuses_what_it_cannot_do(fake_torch_xla, options, message):
     with pytest.raises(ValueError, match=message):
         backend.parse_options(options)
 
+
+# ---------------------------------------------------------------------------------------------
+# Collective timeouts
+
+
+@pytest.mark.parametrize("timeout_s, compile_, expected", [
+    (None, False, train.TIMEOUT_S),
+    (None, True, train.COMPILE_TIMEOUT_S),  # ranks compile their first step at their own speed
+    (20.0, True, 20.0),  # an explicit value is kept
+])
+def test_the_collective_timeout_allows_for_compiling_ranks(timeout_s, compile_, expected):
+    options = backends.load("torch").parse_options({"timeout_s": timeout_s, "compile": compile_})
+    assert train.collective_timeout_s(options) == expected
