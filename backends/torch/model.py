@@ -36,6 +36,8 @@ import torch.nn.functional as F
 from backends.spec import CELL_PARAMS, LN_EPS, TromptConfig
 
 Params = dict[str, torch.Tensor]
+# The stacked parameters every variant detaches: their true gradient is exactly zero (F7).
+DETACHED_PARAMS = ("ln_col.bias", "tdown.dense0.bias")
 
 
 # ---------------------------------------------------------------------------------------------

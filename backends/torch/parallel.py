@@ -9,7 +9,9 @@ Launch the standard way; every rank runs the same program and sees the same inde
 ddp    Data parallel at the ORIGINAL global batch: each rank takes its slice of the batch of 8 and
        the summed (not averaged) gradients of Σ(ŷ − y)² / (B·N) over the slices equal the
        single-device gradient exactly, also for a last partial batch whose slices are uneven or
-       empty. All 2.6 M gradients are all-reduced every step (10.4 MB in fp32).
+       empty. All 2.6 M gradients are all-reduced every step (10.4 MB in fp32): by default through
+       torch's DistributedDataParallel (ddp_impl=torch: buckets all-reduced while the backward
+       still runs, summed by `sum_hook`), or as one flat buffer after the backward (ddp_impl=flat).
 cells  Cell parallel (F8 in docs/SPEC.md): each rank owns a subset of the N cells and sees the
        whole batch; cells never read each other, so only the gradients of the shared prompt and
        head (33,410 numbers, 134 KB) are summed across ranks. Batch size stays 8.
@@ -27,12 +29,15 @@ import atexit
 import datetime
 import os
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
 
 MODES = ("ddp", "cells")
+DDP_IMPLS = ("torch", "flat")
 EXIT_GRACE_S = 0.05  # see leave_group
 
 
@@ -75,6 +80,12 @@ class Group:
             offset += t.numel()
         if unreduced:
             unreduced[0].view(-1)[:1].masked_fill_(flat[-1] > 0, float("inf"))
+
+    def all_reduce_sum_async(self, tensor: torch.Tensor) -> dist.Work | None:
+        """Start summing `tensor` over ranks in place; wait() on the result before reading it."""
+        if self.world == 1:
+            return None
+        return dist.all_reduce(tensor, op=dist.ReduceOp.SUM, async_op=True)
 
     def all_reduce_max(self, value: float) -> float:
         """The maximum of a host number over ranks (used so every rank times the same steps)."""
@@ -133,6 +144,48 @@ def single_process() -> Group:
 
 
 # ---------------------------------------------------------------------------------------------
+# ddp_impl=torch: DistributedDataParallel over the loss
+
+
+class LossModule(nn.Module):
+    """The training loss as an nn.Module, for DistributedDataParallel: it registers `trained`
+    (nn.Parameters, the very tensors the optimizer holds) and calls `loss(params, x, y,
+    denominator)` with the whole dict `params`, which may hold tensors DDP must not reduce."""
+
+    def __init__(self, params: dict[str, torch.Tensor], trained: list[str],
+                 loss: Callable[..., torch.Tensor]) -> None:
+        super().__init__()
+        for i, name in enumerate(trained):
+            self.register_parameter(f"p{i}", params[name])  # names may not contain dots
+        self._params, self._loss = params, loss
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, denominator: int) -> torch.Tensor:
+        return self._loss(self._params, x, y, denominator)
+
+
+def sum_hook(process_group, bucket):
+    """DDP communication hook (process group, dist.GradBucket) -> Future[Tensor]: SUM each gradient
+    bucket over ranks. DDP's default hook divides by the world size first (an average); the ranks'
+    losses here are already over the global B·N, so their gradients add up to the single-device
+    one, and a registered hook replaces the default. Not annotated: DDP compares the annotations
+    with the classes themselves, and this module's (postponed) annotations are strings."""
+    work = dist.all_reduce(bucket.buffer(), group=process_group, async_op=True)
+    return work.get_future().then(lambda fut: fut.value()[0])
+
+
+def distributed(module: LossModule, device: torch.device) -> nn.parallel.DistributedDataParallel:
+    """`module` under DistributedDataParallel: bucketed all-reduces start while the backward still
+    runs. gradient_as_bucket_view: the .grad tensors ARE the buckets (no copy in or out; zero them
+    in place, never set them to None). static_graph: every step runs the same autograd graph (no
+    data-dependent control flow, no unused parameter: the caller leaves the dead ones out)."""
+    ddp = nn.parallel.DistributedDataParallel(
+        module, device_ids=[device] if device.type == "cuda" else None, gradient_as_bucket_view=True,
+        static_graph=True)
+    ddp.register_comm_hook(None, sum_hook)
+    return ddp
+
+
+# ---------------------------------------------------------------------------------------------
 # Self-check harness: a short run at a tiny config whose result a test compares with a
 # single-process run (tests/backends/torch/test_parallel.py).
 
@@ -140,6 +193,7 @@ def single_process() -> Group:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--mode", choices=MODES, required=True)
+    parser.add_argument("--ddp-impl", choices=DDP_IMPLS, default="torch")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--out", help="rank 0 writes final params, losses and gradients here (.npz)")
     parser.add_argument("--timeout-s", type=float, default=30.0)
@@ -155,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg, params, x, y, batches = selfcheck_problem(args.steps)
     backend = backends.load("torch", device="cpu", dtype="float32")
-    options = {"parallel": args.mode, "timeout_s": args.timeout_s}
+    options = {"parallel": args.mode, "ddp_impl": args.ddp_impl, "timeout_s": args.timeout_s}
     trainer = backend.trainer(params, cfg, x, y, **options)
     twin = None
     rank = trainer.group.rank

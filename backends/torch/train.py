@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from backends import spec
 from backends.base import Backend, Option, Trainer, parallel_option
@@ -119,13 +120,14 @@ class TorchTrainer(Trainer):
             raise ValueError(f"parallel=cells with {self.group.world} ranks needs at least as many cells "
                              f"(n_cycles={cfg.n_cycles})")
         self.cells = self.group.local_cells(cfg.n_cycles)
-        self.p = model.stack_params(params, cfg, self.cells, self.dtype, self.device)
-        for tensor in self.p.values():
-            tensor.requires_grad_(True)
-        # The gradients summed across ranks: all of them (ddp) or only the replicated ones (cells);
-        # the rest stay with their rank.
-        self.reduced = [t for k, t in self.p.items()
-                        if self.group.mode != "cells" or k.startswith(SHARED_PARAMS_PREFIX)]
+        self.p = {k: nn.Parameter(t) for k, t in
+                  model.stack_params(params, cfg, self.cells, self.dtype, self.device).items()}
+        # Which gradients are summed across ranks, and how: under ddp all of them (by torch's
+        # DistributedDataParallel during the backward, or in one flat all-reduce after it), under
+        # cells only the replicated ones; the rest stay with their rank.
+        self.torch_ddp = self.group.mode == "ddp" and options["ddp_impl"] == "torch"
+        self.reduced = [t for k, t in self.p.items() if not self.torch_ddp
+                        and (self.group.mode != "cells" or k.startswith(SHARED_PARAMS_PREFIX))]
         self.unreduced = [t for k, t in self.p.items()
                           if self.group.mode == "cells" and not k.startswith(SHARED_PARAMS_PREFIX)]
 
@@ -146,8 +148,15 @@ class TorchTrainer(Trainer):
             # On XLA the default (inductor) would compile for the host; openxla lowers to XLA.
             compile_backend = {"backend": "openxla"} if backend.device == "xla" else {}
             self.loss_fn = torch.compile(self._loss, dynamic=False, **compile_backend)
+        self.ddp = None
+        if self.torch_ddp:
+            # The dead parameters (F7) are detached in every variant: they never get a gradient,
+            # so DDP (static_graph) is given only the others; theirs stay zero on every rank.
+            trained = [k for k in self.p if k not in model.DETACHED_PARAMS]
+            self.ddp = parallel.distributed(parallel.LossModule(self.p, trained, self.loss_fn), self.device)
 
         self._pending: list[torch.Tensor] = []  # per-step losses still on the device
+        self._reducing: list[Any] = []  # ddp_impl=torch: the losses' all-reduces still running
         self._losses: list[float] = []
         self._reset_graph()
 
@@ -184,13 +193,24 @@ class TorchTrainer(Trainer):
 
     def _accumulate(self, idx: np.ndarray) -> torch.Tensor:
         """The gradients of the global batch `idx`'s loss in every `.grad`, summed over ranks (as
-        scaled by the GradScaler, if any), and that loss as a (1,) tensor."""
+        scaled by the GradScaler, if any), and that loss as a (1,) tensor (under ddp_impl=torch
+        still being summed: read it through `_summed`)."""
         rows = self.group.local_rows(idx)
         denominator = len(idx) * self.cfg.n_cycles  # the GLOBAL B·N: rank losses add up
         # Gradients stay allocated (zeroed, not freed): a rank with an empty slice still
-        # contributes zeros, and captured CUDA graphs keep pointing at the same buffers.
+        # contributes zeros, captured CUDA graphs keep pointing at the same buffers, and under
+        # DDP they are views into its buckets.
         self.optimizer.zero_grad(set_to_none=False)
-        if len(rows):
+        if self.ddp is not None:
+            # DDP's reducer waits for every rank's backward: a rank whose slice is empty runs one
+            # row at weight zero, which adds exact zeros to the sums.
+            loss = self.ddp(*self._batch(rows if len(rows) else idx[:1]), denominator)
+            if not len(rows):
+                loss = loss * 0.0
+            (self.scaler.scale(loss) if self.scaler else loss).backward()
+            loss = loss.detach().reshape(1).clone()
+            self._reducing.append(self.group.all_reduce_sum_async(loss))
+        elif len(rows):
             loss = self.loss_fn(self.p, *self._batch(rows), denominator)
             (self.scaler.scale(loss) if self.scaler else loss).backward()
             loss = loss.detach().reshape(1).clone()
@@ -199,10 +219,18 @@ class TorchTrainer(Trainer):
         for t in self.p.values():  # first step; and the dead parameters (F7) never get one otherwise
             if t.grad is None:
                 t.grad = torch.zeros_like(t)
-        # With a GradScaler, the ranks must agree on skipping a step (see all_reduce_sum_).
-        self.group.all_reduce_sum_([t.grad for t in self.reduced] + [loss],
-                                   unreduced=[t.grad for t in self.unreduced] if self.scaler else [])
+        if self.ddp is None:
+            # With a GradScaler, the ranks must agree on skipping a step (see all_reduce_sum_).
+            self.group.all_reduce_sum_([t.grad for t in self.reduced] + [loss],
+                                       unreduced=[t.grad for t in self.unreduced] if self.scaler else [])
         return loss
+
+    def _summed(self) -> None:
+        """Wait for the losses' all-reduces (ddp_impl=torch) before reading them."""
+        for work in self._reducing:
+            if work is not None:
+                work.wait()
+        self._reducing = []
 
     def _eager_step(self, idx: np.ndarray) -> None:
         loss = self._accumulate(idx)
@@ -266,6 +294,7 @@ class TorchTrainer(Trainer):
             self._fetch_losses()  # the original reads loss.item() every step
 
     def _fetch_losses(self) -> None:
+        self._summed()
         if self._pending:
             # To the host first: XLA devices (TPU) have no float64.
             self._losses += torch.cat(self._pending).cpu().double().tolist()
@@ -292,6 +321,7 @@ class TorchTrainer(Trainer):
         """The training step's own loss function and reduction without the optimizer step
         (collective under ddp and cells, like a step)."""
         loss = self._accumulate(rows)
+        self._summed()
         scale = self.scaler.get_scale() if self.scaler else 1.0
         grads = self._gathered(model.unstack({k: t.grad / scale for k, t in self.p.items()},
                                              self.cfg, self.cells))
@@ -376,6 +406,9 @@ class TorchBackend(Backend):
         Option("cuda_graphs", bool, False, "capture the whole step (forward, backward, fused AdamW) "
                "in one CUDA graph"),
         parallel_option(*parallel.MODES),
+        Option("ddp_impl", str, "torch", "parallel=ddp through torch's DistributedDataParallel (bucketed "
+               "all-reduce overlapping the backward) or one flat all-reduce after the backward",
+               choices=parallel.DDP_IMPLS),
         Option("host_loop", bool, False, "the original loop: copy each batch from the host and read "
                "the loss back every step"),
         Option("threads", int, None, "torch.set_num_threads (none: $OMP_NUM_THREADS, else all cores)",

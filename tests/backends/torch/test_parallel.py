@@ -47,10 +47,13 @@ def single_process() -> tuple[list[float], dict[str, np.ndarray], tuple[float, d
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("torch_parallel")
-@pytest.mark.parametrize("mode", ["ddp", "cells"])
-def test_two_gloo_ranks_equal_single_process(mode, single_process, tmp_path):
+@pytest.mark.parametrize("mode, ddp_impl", [("ddp", "torch"), ("ddp", "flat"), ("cells", "torch")])
+def test_two_gloo_ranks_equal_single_process(mode, ddp_impl, single_process, tmp_path):
+    """ddp_impl=torch is DistributedDataParallel (its rank with the empty slice runs a zero-weight
+    row); flat is one all-reduce after the backward. cells ignores ddp_impl."""
     out = tmp_path / f"{mode}.npz"
-    done = torchrun("--mode", mode, "--steps", str(STEPS), "--resume-at", str(RESUME_AT), "--out", str(out))
+    done = torchrun("--mode", mode, "--ddp-impl", ddp_impl, "--steps", str(STEPS), "--resume-at", str(RESUME_AT),
+                    "--out", str(out))
     assert done.returncode == 0, done.stderr[:3000]  # the ranks' own errors come first
     result = np.load(out)
     losses, params, (grad_loss, grads) = single_process
