@@ -192,11 +192,8 @@ def rung_options(rung: Rung, device: str, threads: int) -> dict:
     if rung.backend == "reference":
         return dict(rung.options)
     options = {**rung.options, "threads": threads}
-    if options.get("amp") == "bf16" and device == "cuda":
-        import torch
-
-        if not torch.cuda.is_bf16_supported():
-            options["amp"] = "fp16"  # T4-class cards: fp16 tensor cores with a GradScaler
+    if options.get("amp") == "bf16":  # T4-class cards emulate bf16: fp16 with a GradScaler there
+        options["amp"] = backends.load("torch", device=device).preferred_amp()
     return options
 
 

@@ -417,6 +417,10 @@ class TorchBackend(Backend):
                f"none: {TIMEOUT_S:g}, or {COMPILE_TIMEOUT_S:g} with compile=true)", nullable=True),
     )
 
+    def preferred_amp(self) -> str:
+        """The amp value that runs natively here: bf16, or fp16 on a CUDA GPU without bf16."""
+        return preferred_amp(self.device)
+
     def _check_device_present(self) -> None:
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("device 'cuda' requested but torch sees no CUDA GPU")
