@@ -88,7 +88,7 @@ device-check: venv
 	$(BENCH_ENV) $(PY) -m bench.device_check $(DEVICE_CHECK_ARGS)
 
 test: venv toolchain
-	$(PY) -m pytest -n 2 --dist loadgroup tests
+	$(PY) -m pytest -n 2 --dist loadgroup tests --ignore=tests/xla
 
 lint: venv
 	$(PY) -m ruff check .
@@ -105,7 +105,7 @@ $(XLA_VENV)/.stamp: pyproject.toml
 	@touch $@
 
 xla-test: xla-env
-	PJRT_DEVICE=CPU $(XLA_VENV)/bin/python -m pytest -q -p no:xdist tests/backends/torch/test_backend.py -k xla
+	PJRT_DEVICE=CPU $(XLA_VENV)/bin/python -m pytest -q -p no:xdist tests/xla
 
 clean-venv:
 	rm -rf $(VENV)

@@ -261,26 +261,6 @@ def test_absent_cuda_is_a_clear_error():
 
 
 def test_absent_xla_names_the_separate_environment():
-    try:
-        import torch_xla  # noqa: F401
-    except ImportError:
-        with pytest.raises(ValueError, match=r"pip install -e \.\[xla\]"):
-            backends.load("torch", device="xla")
-    else:
-        pytest.skip("torch_xla is installed here")
-
-
-def test_xla_device_matches_reference_when_torch_xla_is_installed(reference, monkeypatch):
-    """Runs only in the separate torch 2.9 + torch_xla environment, on the CPU PJRT device."""
-    pytest.importorskip("torch_xla")
-    monkeypatch.setenv("PJRT_DEVICE", "CPU")
-    params, x, y = problem(rows=5)
-    ours = backends.load("torch", device="xla")
-    assert rel_err(ours.forward(params, x, CFG), reference.forward(params, x, CFG)) < 1e-4
-    _, grads = ours.loss_and_grad(params, x, y, CFG)
-    _, ref_grads = reference.loss_and_grad(params, x, y, CFG)
-    for name in ref_grads.keys() - DEAD:
-        assert rel_err(grads[name], ref_grads[name]) < 1e-4, name
-    trainer = ours.trainer(params, CFG, x, y)
-    trainer.run(batches_of(len(x), size=2))
-    assert np.isfinite(trainer.losses()).all()
+    # This environment has no torch_xla (it pins torch 2.9.0: `make xla-env`, tested by make xla-test).
+    with pytest.raises(ValueError, match=r"pip install -e \.\[xla\]"):
+        backends.load("torch", device="xla")
