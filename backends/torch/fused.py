@@ -46,6 +46,7 @@ W and Bias (sums over rows) need no atomics, and a tile is reused by all B rows.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 
 import numba
@@ -54,6 +55,14 @@ import torch
 from numba import prange
 
 from backends.spec import LN_EPS
+
+# numba's own thread pool rather than OpenMP (numba's default where libgomp exists), unless the
+# user chose: with numba's OpenMP layer in the process, steps of torch r5 and r5-fused alike took
+# 8-10x more CPU time at threads=1 on a shared 2-core machine; with workqueue they did not. It
+# takes effect if no numba parallel kernel has run in this process yet. The workqueue pool must
+# not be entered from two threads at once, and autograd runs the CPU backward on the calling thread.
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
 
 # Columns per parallel task. At D = 128 the tiles of W and Bias take 32 KB each in float32 and a
 # float64 gradient tile 64 KB; 32 and 128 columns were slower on a 2-core AMD EPYC.
@@ -71,7 +80,7 @@ def _jit(fn: Callable, parallel: bool = True) -> Callable:
 
 @functools.partial(_jit, parallel=False)
 def _tile(a: np.ndarray, n: int, c0: int, width: int) -> np.ndarray:
-    """a[n, c0:c0+width, :] transposed into a float64 (D, width) array."""
+    """a[n, c0:c0+width, :] transposed into a (D, width) array of a's dtype."""
     D = a.shape[2]
     out = np.empty((D, width), a.dtype)
     for j in range(width):
@@ -90,6 +99,7 @@ def _chunks(C: int) -> int:
 
 @_jit
 def _stats_forward(x, w, bias, u, eps, mean, rstd, t_raw):
+    """μ, r and t_raw of every (n, b, c) into the float64 arrays mean, rstd, t_raw."""
     N, C, D = w.shape
     n_chunks = (C + CHUNK - 1) // CHUNK
     for task in prange(N * n_chunks):
