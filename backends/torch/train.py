@@ -21,86 +21,26 @@ from backends import spec
 from backends.base import Backend, Option, Trainer, parallel_option
 from backends.spec import TromptConfig
 from backends.torch import model, parallel
+from backends.torch.device import (
+    COMPILE_TIMEOUT_S,
+    MATMUL_PRECISIONS,
+    TIMEOUT_S,
+    collective_timeout_s,
+    default_threads,
+    indices_to,
+    legacy_mark_step,
+    legacy_xla_device,
+    matmul_precision,
+    native_bf16,
+    pin_matmul_precision,
+    preferred_amp,
+)
 
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 OPTIMIZERS = {"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}
 SHARED_PARAMS_PREFIX = ("prompt", "tdown.")  # replicated in cell parallelism
 GRAPH_WARMUP_STEPS = 3  # eager steps on a side stream before CUDA-graph capture (torch's advice)
-TIMEOUT_S = 60.0  # collectives without a peer fail after this (timeout_s=none) ...
-COMPILE_TIMEOUT_S = 1800.0  # ... or this with compile=true (see `collective_timeout_s`)
-MATMUL_PRECISIONS = {"ieee": "highest", "tf32": "high"}  # torch.set_float32_matmul_precision's names
-
-
-def default_threads() -> int:
-    """All cores, unless OMP_NUM_THREADS says otherwise (the test suite sets it to 1)."""
-    return int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
-
-
-def native_bf16() -> bool:
-    """Whether this CUDA GPU has bf16 arithmetic (compute capability 8.0, Ampere, and later).
-    torch.cuda.is_bf16_supported() also says yes on older GPUs such as the T4 (7.5), where bf16
-    is emulated and slower than float32."""
-    return torch.cuda.get_device_capability() >= (8, 0)
-
-
-def preferred_amp(device: str) -> str:
-    """The autocast dtype to use for amp on `device`: bf16, except fp16 (with a GradScaler) on a
-    CUDA GPU without native bf16."""
-    return "fp16" if device == "cuda" and not native_bf16() else "bf16"
-
-
-def collective_timeout_s(options: dict[str, Any]) -> float:
-    """Seconds a collective waits for a peer. The process group has one timeout for its whole
-    life, and with compile=true each rank compiles inside its first step, at its own speed, before
-    the first all-reduce: a minute can pass between the first and the last rank arriving. So
-    timeout_s=none means TIMEOUT_S, or COMPILE_TIMEOUT_S with compile=true (a dead peer is then
-    noticed later; set timeout_s to choose)."""
-    if options["timeout_s"] is not None:
-        return options["timeout_s"]
-    return COMPILE_TIMEOUT_S if options["compile"] else TIMEOUT_S
-
-
-def pin_matmul_precision(device: str, precision: str) -> None:
-    """Fix how float32 matmuls round, process-wide: "ieee" is float32 arithmetic, "tf32" lets CUDA
-    round their inputs to TensorFloat-32 (10 mantissa bits) on tensor cores (Ampere and later).
-    set_float32_matmul_precision is torch's documented switch that keeps its legacy and newer TF32
-    flags consistent (in torch 2.13, setting only torch.backends.cuda.matmul.fp32_precision="tf32"
-    makes torch.get_float32_matmul_precision() raise, which inductor calls); cuDNN's own flag
-    only matters for convolutions and RNNs, pinned the same way for completeness. On XLA the same
-    question is torch_xla's mat-mul precision: "highest" is float32 on a TPU (the default there is
-    one bf16 pass)."""
-    if device == "xla":
-        import torch_xla.backends
-
-        torch_xla.backends.set_mat_mul_precision("highest")
-        return
-    torch.set_float32_matmul_precision(MATMUL_PRECISIONS[precision])
-    torch.backends.cudnn.allow_tf32 = precision == "tf32"
-
-
-def matmul_precision(device: str) -> str:
-    """The float32 matmul precision in force now: "ieee" or "tf32" (XLA: its own level's name)."""
-    if device == "xla":
-        import torch_xla.backends
-
-        level = torch_xla.backends.get_mat_mul_precision()
-        return "ieee" if level == "highest" else f"xla-{level}"
-    named = {v: k for k, v in MATMUL_PRECISIONS.items()}
-    current = torch.get_float32_matmul_precision()
-    return named.get(current, current)
-
-
-def indices_to(rows: np.ndarray, device: torch.device) -> torch.Tensor:
-    """int64 row indices on `device`. To a GPU through page-locked memory with non_blocking=True:
-    from pageable memory the copy would block the host every step (torch's "A guide on good usage
-    of non_blocking and pin_memory()"). The caching host allocator that pin_memory() draws from
-    keeps each block until the copy that reads it has finished, so a block is never overwritten
-    under a copy still queued."""
-    host = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int64))
-    if device.type != "cuda":
-        return host.to(device)
-    return host.pin_memory().to(device, non_blocking=True)
 
 
 class TorchTrainer(Trainer):
@@ -464,13 +404,13 @@ class TorchBackend(Backend):
         if self.device == "xla":
             import torch_xla
 
-            return torch_xla.device() if hasattr(torch_xla, "device") else _legacy_xla_device()
+            return torch_xla.device() if hasattr(torch_xla, "device") else legacy_xla_device()
         return torch.device(self.device)
 
     def xla_sync(self) -> None:
         import torch_xla
 
-        torch_xla.sync() if hasattr(torch_xla, "sync") else _legacy_mark_step()
+        torch_xla.sync() if hasattr(torch_xla, "sync") else legacy_mark_step()
 
     def synchronize(self) -> None:
         if self.device == "cuda":
@@ -499,15 +439,3 @@ class TorchBackend(Backend):
 
             out["torch_xla"] = torch_xla.__version__
         return out
-
-
-def _legacy_xla_device() -> torch.device:  # torch_xla < 2.9 (e.g. Kaggle's 2.8)
-    import torch_xla.core.xla_model as xm
-
-    return xm.xla_device()
-
-
-def _legacy_mark_step() -> None:
-    import torch_xla.core.xla_model as xm
-
-    xm.mark_step()

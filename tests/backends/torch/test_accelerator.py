@@ -15,6 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import backends  # noqa: E402
+from backends.torch import device as torch_device  # noqa: E402
 from backends.torch import train  # noqa: E402
 from tests.backends.problems import CFG, problem  # noqa: E402
 
@@ -35,7 +36,7 @@ def fake_gpu(monkeypatch):
 def ieee_afterwards():
     """Tests that change the process-wide matmul precision restore float32 arithmetic."""
     yield
-    train.pin_matmul_precision("cpu", "ieee")
+    torch_device.pin_matmul_precision("cpu", "ieee")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -46,7 +47,7 @@ def ieee_afterwards():
 def test_bf16_is_refused_below_compute_capability_8_and_the_ladder_s_choice_follows(fake_gpu, capability,
                                                                                     amp):
     backend = fake_gpu(*capability)
-    assert train.preferred_amp("cuda") == amp
+    assert torch_device.preferred_amp("cuda") == amp
     backend.parse_options({"amp": amp})  # the preferred one is accepted
     if amp == "fp16":
         # A T4 (7.5): torch.cuda.is_bf16_supported() says yes there, through emulation.
@@ -56,7 +57,7 @@ def test_bf16_is_refused_below_compute_capability_8_and_the_ladder_s_choice_foll
 
 
 def test_off_cuda_the_preferred_amp_is_bf16():
-    assert train.preferred_amp("cpu") == train.preferred_amp("xla") == "bf16"
+    assert torch_device.preferred_amp("cpu") == torch_device.preferred_amp("xla") == "bf16"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -68,14 +69,14 @@ def test_indices_go_to_a_gpu_from_pinned_memory_without_blocking(monkeypatch):
     monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: calls.append("pin") or self)
     monkeypatch.setattr(torch.Tensor, "to", lambda self, *a, **k: calls.append((a, k)) or self)
     rows = np.array([3, 1, 2], dtype=np.int64)
-    out = train.indices_to(rows, torch.device("cuda"))
+    out = torch_device.indices_to(rows, torch.device("cuda"))
     assert calls == ["pin", ((torch.device("cuda"),), {"non_blocking": True})]
     assert out.dtype == torch.int64 and out.tolist() == [3, 1, 2]
 
 
 def test_indices_stay_plain_copies_off_cuda():
     rows = np.array([0, 4], dtype=np.int32)
-    out = train.indices_to(rows, torch.device("cpu"))
+    out = torch_device.indices_to(rows, torch.device("cpu"))
     assert out.dtype == torch.int64 and not out.is_pinned() and out.tolist() == [0, 4]
 
 
@@ -99,9 +100,9 @@ def test_tf32_is_cuda_float32_only_and_labelled_not_exact(fake_gpu, ieee_afterwa
     for device, dtype in (("cpu", "float32"), ("cuda", "float64")):
         with pytest.raises(ValueError, match="matmul_precision=tf32 needs device cuda and dtype float32"):
             backends.load("torch", device=device, dtype=dtype).parse_options({"matmul_precision": "tf32"})
-    train.pin_matmul_precision("cuda", "tf32")
+    torch_device.pin_matmul_precision("cuda", "tf32")
     assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
-    assert train.matmul_precision("cuda") == "tf32"
+    assert torch_device.matmul_precision("cuda") == "tf32"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,9 +171,9 @@ def fake_torch_xla(monkeypatch):
 
 
 def test_xla_float32_matmuls_are_pinned_to_highest(fake_torch_xla):
-    assert train.matmul_precision("xla") == "xla-default"  # a TPU's default: one bf16 pass
-    train.pin_matmul_precision("xla", "ieee")
-    assert fake_torch_xla["level"] == "highest" and train.matmul_precision("xla") == "ieee"
+    assert torch_device.matmul_precision("xla") == "xla-default"  # a TPU's default: one bf16 pass
+    torch_device.pin_matmul_precision("xla", "ieee")
+    assert fake_torch_xla["level"] == "highest" and torch_device.matmul_precision("xla") == "ieee"
 
 
 @pytest.mark.parametrize("options, message", [
@@ -192,10 +193,10 @@ def test_xla_refuses_what_it_cannot_do(fake_torch_xla, options, message):
 
 
 @pytest.mark.parametrize("timeout_s, compile_, expected", [
-    (None, False, train.TIMEOUT_S),
-    (None, True, train.COMPILE_TIMEOUT_S),  # ranks compile their first step at their own speed
+    (None, False, torch_device.TIMEOUT_S),
+    (None, True, torch_device.COMPILE_TIMEOUT_S),  # ranks compile their first step at their own speed
     (20.0, True, 20.0),  # an explicit value is kept
 ])
 def test_the_collective_timeout_allows_for_compiling_ranks(timeout_s, compile_, expected):
     options = backends.load("torch").parse_options({"timeout_s": timeout_s, "compile": compile_})
-    assert train.collective_timeout_s(options) == expected
+    assert torch_device.collective_timeout_s(options) == expected
