@@ -57,10 +57,12 @@ from numba import prange
 from backends.spec import LN_EPS
 
 # numba's own thread pool rather than OpenMP (numba's default where libgomp exists), unless the
-# user chose: with numba's OpenMP layer in the process, steps of torch r5 and r5-fused alike took
-# 8-10x more CPU time at threads=1 on a shared 2-core machine; with workqueue they did not. It
-# takes effect if no numba parallel kernel has run in this process yet. The workqueue pool must
-# not be entered from two threads at once, and autograd runs the CPU backward on the calling thread.
+# user chose: once these kernels had run under numba's OpenMP layer (a second libgomp beside
+# torch's), every training step of the process, r5's as well as r5-fused's, took 8-10x more CPU
+# time at threads=1 on a shared 2-core machine; under workqueue it did not. It takes effect if no
+# numba parallel kernel has run in this process yet. The workqueue pool must not be entered from
+# two threads at once: the kernels run on the thread that calls forward and backward (autograd
+# runs a CPU backward on the calling thread).
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
 
