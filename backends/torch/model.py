@@ -223,7 +223,10 @@ def forward_r5_fused(p: Params, x: torch.Tensor) -> torch.Tensor:
     F5/F6 between them stay here, so torch.compile still compiles them."""
     if x.device.type != "cpu":
         raise ValueError(f"variant r5-fused runs on the CPU only (numba kernels), not on {x.device.type}")
-    from backends.torch import fused  # numba is imported only by the variant that needs it
+    try:
+        from backends.torch import fused  # numba is imported only by the variant that needs it
+    except ModuleNotFoundError as e:
+        raise ValueError(f"variant r5-fused needs numba ({e}); pip install numba") from None
 
     mask = importance_mask(p)  # (N, P, C)
     w, bias = p["feature_emb_weight"], p["feature_emb_bias"]  # (N, C, D)
