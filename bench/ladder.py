@@ -43,7 +43,8 @@ EQUIVALENCE_KEYS = ("verdict", "worst", "deviations", "tolerances")  # what `ben
 @dataclasses.dataclass(frozen=True)
 class Rung:
     """One step of the ladder. `options` are the trainer options set by hand (the others take
-    their defaults); `needs` is None, "cuda", or "multi" (>= 2 GPUs, or --cpu-ranks on a CPU)."""
+    their defaults); `needs` is None, "cuda", "cpu", or "multi" (>= 2 GPUs, or --cpu-ranks on a
+    CPU)."""
 
     key: str
     what: str
@@ -72,6 +73,10 @@ RUNGS = (
     Rung("amp", "autocast to bf16 (fp16 + GradScaler on GPUs without bf16)", "fused", "torch",
          {**FUSED, "amp": "bf16"}),
     Rung("compile", "torch.compile of forward + backward (exact path, no AMP)", "fused", "torch", COMPILED),
+    Rung("r5-fused", "fused numba kernels recompute relu(xW+b) in each pass: H never stored", "fused",
+         "torch", {**FUSED, "variant": "r5-fused"}, needs="cpu"),
+    Rung("r5-fused+compile", "the fused kernels inside the compiled step", "compile", "torch",
+         {**COMPILED, "variant": "r5-fused"}, needs="cpu"),
     Rung("cuda_graphs", "whole step (fwd, bwd, fused AdamW) captured in one CUDA graph", "compile", "torch",
          {**COMPILED, "cuda_graphs": True}, needs="cuda"),
     Rung("cells", "cell parallel over G processes (torchrun; shared gradients all-reduced)", "compile",
@@ -200,6 +205,8 @@ def rung_options(rung: Rung, device: str, threads: int) -> dict:
 def missing_hardware(needs: str | None, device: str, cpu_ranks: int) -> str | None:
     if needs == "cuda" and device != "cuda":
         return "needs CUDA"
+    if needs == "cpu" and device != "cpu":
+        return "CPU kernels (numba)"
     if needs == "multi" and device == "cpu" and cpu_ranks < 2:
         return "needs >= 2 CUDA GPUs (or --cpu-ranks 2 for gloo processes on this CPU)"
     if needs == "multi" and device == "cuda":

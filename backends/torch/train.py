@@ -372,6 +372,8 @@ class TorchBackend(Backend):
                                  "venv and run pip install -e .[xla] there (see docs/REPORT.md)") from None
 
     def _check_options(self, opts: dict[str, Any]) -> None:
+        if opts["variant"] == "r5-fused" and self.device != "cpu":
+            raise ValueError(f"variant r5-fused runs on the CPU only (numba kernels), not on {self.device}")
         if opts["amp"] and self.dtype != "float32":
             raise ValueError(f"amp={opts['amp']} needs dtype float32 (autocast lowers float32 ops), "
                              f"not {self.dtype}")
