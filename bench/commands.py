@@ -95,6 +95,16 @@ def refuse_existing(path: str | None, force: bool) -> None:
         raise ValueError(f"{path} exists; pass --force to replace it, or choose another --json path")
 
 
+def write_result(path: str, record: dict, force: bool) -> None:
+    """--json PATH: atomically, and without --force never over a file, not even one another run
+    wrote while this one was running (two runs with one --json: the second is refused)."""
+    try:
+        output.write_json(path, record, replace=force)
+    except FileExistsError:
+        raise ValueError(f"{path} was written by another run while this one ran; this result was not "
+                         "saved (pass --force to replace, or choose another --json path)") from None
+
+
 def cmd_time(args: argparse.Namespace) -> int:
     from bench.check import check_trainer
     from bench.timing import time_training
@@ -128,7 +138,7 @@ def cmd_time(args: argparse.Namespace) -> int:
                  if result.get("floors") else "")
               + (f"; check: {eq['verdict']}" if eq else ""))
         if args.json:
-            output.write_json(args.json, result)
+            write_result(args.json, result, args.force)
     return 0
 
 
@@ -168,7 +178,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 resume=args.resume, overwrite=args.overwrite)
     out.pop("params")
     if args.json and cli.is_main_process():
-        output.write_json(args.json, out)
+        write_result(args.json, out, args.force)
     return 0
 
 
@@ -181,7 +191,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if cli.is_main_process():
         print(format_report(verdict, full=args.all_rows))
         if args.json:
-            output.write_json(args.json, verdict)
+            write_result(args.json, verdict, args.force)
     return 1 if verdict["verdict"] == "FAIL" else 0
 
 

@@ -24,8 +24,10 @@ def _umask() -> int:
     return mask
 
 
-def write_atomic(path: str | Path, write: Callable[[str], object]) -> None:
-    """`write(temporary path)`, then rename it onto `path`."""
+def write_atomic(path: str | Path, write: Callable[[str], object], replace: bool = True) -> None:
+    """`write(temporary path)`, then rename it onto `path`. With replace=False an existing `path`
+    is never overwritten, even one another process created a moment ago (a hard link is made
+    atomically or not at all): a FileExistsError instead."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
@@ -35,18 +37,22 @@ def write_atomic(path: str | Path, write: Callable[[str], object]) -> None:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    Path(tmp).unlink(missing_ok=True)
 
 
 def write_text(path: str | Path, text: str) -> None:
     write_atomic(path, lambda tmp: Path(tmp).write_text(text))
 
 
-def write_json(path: str | Path, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2) + "\n")
+def write_json(path: str | Path, obj: Any, replace: bool = True) -> None:
+    write_atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"), replace)
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]],

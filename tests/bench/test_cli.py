@@ -172,3 +172,17 @@ def test_an_existing_json_is_not_replaced_without_force(timed):
                 "--json", str(path), "--quiet")
     assert run.returncode == 2 and "pass --force" in run.stderr
     assert path.read_text() == before
+
+
+def test_two_runs_with_one_json_path_never_lose_a_result_silently(tmp_path):
+    out = tmp_path / "same.json"
+    args = [sys.executable, "-m", "bench", "--backend", "reference", *SMALL_MODEL, "--steps", "2", "--warmup", "1",
+            "--repeats", "1", "--json", str(out), "--quiet", "--no-floors"]
+    runs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    done = [(p.wait(timeout=600), p.stderr.read()) for p in runs]
+    assert sorted(code for code, _ in done) == [0, 2], done  # one saved, the other refused, never both
+    refused = next(err for code, err in done if code == 2)
+    errors = [line for line in refused.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in refused  # warnings (contention) may precede it
+    assert "was written by another run while this one ran" in refused or "exists; pass --force" in refused
+    assert json.loads(out.read_text())["backend"] == "reference"
