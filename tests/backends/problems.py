@@ -19,3 +19,14 @@ def problem(rows: int = 19, seed: int = 0) -> tuple[dict, np.ndarray, np.ndarray
 def rel_err(a: np.ndarray, b: np.ndarray) -> float:
     """Max abs difference relative to the max abs of the oracle `b`."""
     return float(np.abs(np.asarray(a, np.float64) - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+def assert_same_training(got: dict, losses: list[float], expected: dict, expected_losses: list[float],
+                         params: dict) -> None:
+    """A float64 trainer's parameters and losses against an oracle's: the updates (not the
+    parameters, which barely move) of every live tensor to 1e-10, the losses to 1e-12."""
+    assert list(got) == spec.param_names(CFG)
+    for name in spec.param_names(CFG):
+        if name not in DEAD:
+            assert rel_err(got[name] - params[name], expected[name] - params[name]) < 1e-10, name
+    assert np.allclose(losses, expected_losses, rtol=1e-12, atol=0)

@@ -126,17 +126,21 @@ def _check_scalar_case(mt: ModuleType, label: str, case: ScalarCase, fn: Any) ->
     return failures
 
 
-def scalar_function_names(mt: ModuleType) -> list[str]:
-    """Every ScalarFunction subclass defined in ``mt.scalar_functions``."""
-    module = mt.scalar_functions
+def subclasses_defined_in(module: ModuleType, base: type) -> list[str]:
+    """Names of the subclasses of ``base`` that ``module`` itself defines."""
     return sorted(
         name
         for name, obj in vars(module).items()
         if inspect.isclass(obj)
-        and issubclass(obj, module.ScalarFunction)
-        and obj is not module.ScalarFunction
+        and issubclass(obj, base)
+        and obj is not base
         and obj.__module__ == module.__name__
     )
+
+
+def scalar_function_names(mt: ModuleType) -> list[str]:
+    """Every ScalarFunction subclass defined in ``mt.scalar_functions``."""
+    return subclasses_defined_in(mt.scalar_functions, mt.scalar_functions.ScalarFunction)
 
 
 def check_scalar_function(mt: ModuleType, name: str) -> list[str]:
@@ -443,15 +447,7 @@ def _check_tensor_case(mt: ModuleType, case: TensorCase, seed: int) -> list[str]
 
 def tensor_function_names(mt: ModuleType) -> list[str]:
     """Every Function subclass defined in ``mt.tensor_functions``."""
-    module = mt.tensor_functions
-    return sorted(
-        name
-        for name, obj in vars(module).items()
-        if inspect.isclass(obj)
-        and issubclass(obj, module.Function)
-        and obj is not module.Function
-        and obj.__module__ == module.__name__
-    )
+    return subclasses_defined_in(mt.tensor_functions, mt.tensor_functions.Function)
 
 
 def check_tensor_function(mt: ModuleType, name: str) -> list[str]:

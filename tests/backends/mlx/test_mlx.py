@@ -22,7 +22,7 @@ import backends  # noqa: E402
 from backends import spec  # noqa: E402
 from backends.base import Backend  # noqa: E402
 from backends.mlx.model import softmax  # noqa: E402
-from tests.backends.problems import CFG, DEAD, problem, rel_err  # noqa: E402
+from tests.backends.problems import CFG, DEAD, assert_same_training, problem, rel_err  # noqa: E402
 from tests.contract.round_trip import assert_continues_bit_identically  # noqa: E402
 
 
@@ -121,12 +121,7 @@ def test_trainer_equals_mlx_gradients_with_numpy_adamw_including_a_short_batch()
     trainer.run(batches)
     trainer.sync()
     expected, expected_losses = gradients_with_numpy_adamw(b, params, [(x[i], y[i]) for i in batches])
-    got = trainer.params()
-    assert list(got) == spec.param_names(CFG)
-    for name in spec.param_names(CFG):
-        if name not in DEAD:
-            assert rel_err(got[name] - params[name], expected[name] - params[name]) < 1e-10, name
-    assert np.allclose(trainer.losses(), expected_losses, rtol=1e-12, atol=0)
+    assert_same_training(trainer.params(), trainer.losses(), expected, expected_losses, params)
 
 
 def test_compiled_and_eager_steps_agree_and_train_steps_state_carries_over():

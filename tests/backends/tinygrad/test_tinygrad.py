@@ -20,7 +20,7 @@ from tinygrad.nn.optim import AdamW as StockAdamW  # noqa: E402
 import backends  # noqa: E402
 from backends import spec  # noqa: E402
 from backends.tinygrad.train import TorchAdamW, padded_size  # noqa: E402
-from tests.backends.problems import CFG, DEAD, problem, rel_err  # noqa: E402
+from tests.backends.problems import CFG, DEAD, assert_same_training, problem, rel_err  # noqa: E402
 
 
 def numpy_adamw(param: np.ndarray, grads: list[np.ndarray], lr: float, wd: float) -> np.ndarray:
@@ -75,12 +75,8 @@ def test_trainer_float64_matches_the_reference_step_by_step_with_a_short_batch()
     trainer.run(batches)
     trainer.sync()
     got = trainer.params()
-    assert list(got) == spec.param_names(CFG)
-    for name in spec.param_names(CFG):
-        if name not in DEAD:
-            assert rel_err(got[name] - params[name], expected[name] - params[name]) < 1e-10, name
     # The first loss proves the loss is computed from the pre-update weights (the footgun).
-    assert np.allclose(trainer.losses(), expected_losses, rtol=1e-12, atol=0)
+    assert_same_training(got, trainer.losses(), expected, expected_losses, params)
     preds = trainer.predict(x[:5])
     assert preds.shape == (5, CFG.n_cycles)
     assert rel_err(preds, reference.forward(expected, x[:5], CFG)) < 1e-10
