@@ -212,3 +212,6 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         print(f"  {q:<18} {w:9.2e}  ->  {round_up(w * CALIBRATION_FACTOR):.0e}  "
               f"(in use: {TOLERANCE['float32'][q]:.0e})")
     return 0
+
+
+COMMANDS = {"calibrate": (add_calibrate, cmd_calibrate)}  # for bench/cli.py

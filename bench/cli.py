@@ -38,7 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check": ("bench.commands", "compare a configured trainer with the float64 reference trainer"),
     "options": ("bench.commands", "list the trainer options (--opt) a backend accepts"),
     "list": ("bench.commands", "list the registered backends and whether each is installed"),
-    "calibrate": ("bench.commands", "derive the float32 check tolerances from the reference's own rounding"),
+    "calibrate": ("bench.check", "derive the float32 check tolerances from the reference's own rounding"),
     "compare": ("bench.commands", "markdown table of result files with speed ratios"),
     "all": ("bench.run_all", "time every installed backend, one process each (what `make bench` runs)"),
     "ladder": ("bench.ladder", "the torch speed-up ladder, every rung timed and checked in one run"),

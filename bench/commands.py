@@ -244,18 +244,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_calibrate(p: argparse.ArgumentParser) -> None:
-    from bench import check
-
-    check.add_calibrate(p)
-
-
-def cmd_calibrate(args: argparse.Namespace) -> int:
-    from bench import check
-
-    return check.cmd_calibrate(args)
-
-
 COMMANDS = {
     "time": (add_time, cmd_time),
     "train": (add_train, cmd_train),
@@ -263,5 +251,4 @@ COMMANDS = {
     "options": (add_options, cmd_options),
     "list": (add_list, cmd_list),
     "compare": (add_compare, cmd_compare),
-    "calibrate": (add_calibrate, cmd_calibrate),
 }

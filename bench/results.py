@@ -45,11 +45,11 @@ def read_timing_results(paths: list[str | Path]) -> tuple[list[dict], list[tuple
     """(timing records, [(path, why skipped)]): files that are not timing results are skipped."""
     records, skipped = [], []
     for path in paths:
+        if not Path(path).exists():
+            raise ValueError(f"result file {path} does not exist")
         try:
             records.append(read_result(path))
         except ValueError as e:
-            if "does not exist" in str(e):
-                raise
             skipped.append((str(path), str(e).splitlines()[0]))
     return records, skipped
 
