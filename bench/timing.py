@@ -78,7 +78,7 @@ def measure(trainer: backends.Trainer, stream: Iterator[np.ndarray], warmup: int
     warm_times = []
     # The trainer's own minimum (e.g. the steps up to a CUDA-graph capture) is never cut short;
     # duck-typed trainers without the method (test fakes) need only the first step.
-    min_steps = getattr(trainer, "min_warmup_steps", lambda: 1)()
+    min_steps = trainer.min_warmup_steps()
     for i in range(max(warmup, min_steps)):
         if i >= min_steps and steps is None and trainer.agree_max(clock() - start) > seconds / 2:
             break  # every rank sees the same agreed time, so all stop at the same step
