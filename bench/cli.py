@@ -132,6 +132,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-prompts", type=positive_int, default=defaults.n_prompts)
     p.add_argument("--d-model", type=positive_int, default=defaults.d_model)
     p.add_argument("--n-cycles", type=positive_int, default=defaults.n_cycles)
+    p.add_argument("--n-columns", type=positive_int, default=None,
+                   help=f"feature columns C: the width of synthetic data (default {defaults.n_columns}); "
+                        "real data must have this many")
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:

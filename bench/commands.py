@@ -82,7 +82,10 @@ def add_compare(p: argparse.ArgumentParser) -> None:
 def load_data(args: argparse.Namespace):  # -> (dataset, config)
     from backends.data import load_dataset
 
-    dataset = load_dataset(args.data, seed=args.seed)
+    columns = args.n_columns or spec.TromptConfig().n_columns
+    dataset = load_dataset(args.data, seed=args.seed, n_columns=columns)
+    if args.n_columns and dataset.n_columns != args.n_columns:
+        raise ValueError(f"--n-columns {args.n_columns}, but {args.data} has {dataset.n_columns} columns")
     for note in dataset.notes:
         print(f"note: {note}", file=sys.stderr)
     cfg = spec.TromptConfig(n_columns=dataset.n_columns, n_prompts=args.n_prompts, d_model=args.d_model,
