@@ -117,6 +117,8 @@ def child_command(args: argparse.Namespace, config: Config, json_path: str) -> l
                "--seed", str(args.seed), "--n-prompts", str(args.n_prompts), "--d-model", str(args.d_model),
                "--n-cycles", str(args.n_cycles), "--steps", str(args.steps), "--warmup", str(args.warmup),
                "--repeats", "1", "--no-floors", "--quiet", "--json", json_path, "--force"]
+    if args.n_columns:
+        command += ["--n-columns", str(args.n_columns)]
     for key, value in config.options.items():
         command += ["--opt", f"{key}={value}"]
     return command
