@@ -31,6 +31,9 @@ def add_time(p: argparse.ArgumentParser) -> None:
                    help="the machine's GEMM rate and copy bandwidth measured once for a whole run "
                         "(python -m bench.floors PATH); default: measure them here (a few seconds)")
     p.add_argument("--no-floors", action="store_true", help="do not measure or record the floors")
+    p.add_argument("--cores", type=cli.positive_int, default=None,
+                   help="run on this many of the cores this process may use, thread pools sized to "
+                        "match (e.g. 1 for the single-core row; default: all)")
 
 
 def add_train(p: argparse.ArgumentParser) -> None:
@@ -113,6 +116,10 @@ def cmd_time(args: argparse.Namespace) -> int:
     from bench.timing import time_training
 
     refuse_existing(args.json, args.force)
+    if args.cores is not None:
+        from bench.sysinfo import pin_to_cores
+
+        pin_to_cores(args.cores)
     given = cli.parse_options(args.opt, args.parallel)
     backend = backends.load(args.backend, device=args.device, dtype=args.dtype)
     options = backend.parse_options(given)  # bad options fail before the data is made

@@ -26,7 +26,17 @@ import sys
 from pathlib import Path
 
 from bench import output
-from bench.results import equivalence_text, floor_text, label, number, read_result, setting_key, speed_text
+from bench.results import (
+    SPREAD_HEADER,
+    equivalence_text,
+    floor_text,
+    label,
+    number,
+    read_result,
+    setting_key,
+    speed_text,
+    spread_text,
+)
 
 BEGIN = "<!-- results:begin -->"
 END = "<!-- results:end -->"
@@ -123,6 +133,7 @@ def reference_for(r: dict, rows: list[dict]) -> dict | None:
     """The reference result this row is measured against: same machine and setting (the caller
     passes one group), same dtype; the same git commit (the same run) when there are several."""
     candidates = [c for c in rows if c["backend"] == "reference" and c.get("dtype") == r.get("dtype")]
+    candidates = [c for c in candidates if c.get("cores") == r.get("cores")] or candidates
     same_commit = [c for c in candidates if c.get("git_commit") == r.get("git_commit")]
     chosen = same_commit or candidates
     return chosen[0] if chosen else None
@@ -143,13 +154,13 @@ def cell(text: object) -> str:
 
 def markdown_table(rows: list[dict]) -> str:
     header = ["backend, dtype (options)", "samples/s", "× reference", "step ms", "first step s", "peak MB",
-              "% GEMM floor", "% memory floor", "equivalence", "file"]
+              "% GEMM floor", "% memory floor", SPREAD_HEADER, "equivalence", "file"]
     body = [[cell(label(r)), speed_text(r["samples_per_sec"]), number(speedup_vs_reference(r, rows), ",.2f"),
              number(r.get("step_time_ms"), ",.2f"), number(r.get("compile_time_s"), ",.2f"),
              number(r.get("peak_memory_mb"), ",.0f"), floor_text(r, "compute"), floor_text(r, "memory"),
-             cell(equivalence_text(r)), f"`{cell(r['_file'])}`"]
+             spread_text(r), cell(equivalence_text(r)), f"`{cell(r['_file'])}`"]
             for r in rows]
-    return output.markdown_table(header, body, "lrrrrrrrll")
+    return output.markdown_table(header, body, "lrrrrrrrrll")
 
 
 def render_section(groups: dict[str, dict[tuple, list[dict]]], ladders: list[dict], charts: dict[str, str],

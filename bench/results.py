@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
 
 from bench import output
 
 REQUIRED = ("backend", "samples_per_sec", "config", "batch_size")
+SPREAD_HEADER = "spread: processes / repeats"
 
 
 def is_number(value: object) -> bool:
@@ -63,7 +65,15 @@ def label(r: dict) -> str:
     """backend, dtype and the options set by hand: what distinguishes two rows of one table."""
     given = r.get("options_given", r.get("options")) or {}
     opts = ", ".join(f"{k}={v}" for k, v in given.items() if v is not None)
-    return f"{r['backend']} {r.get('dtype', '?')}" + (f" ({opts})" if opts else "")
+    return f"{r['backend']} {r.get('dtype', '?')}" + (f" ({opts})" if opts else "") + cores_text(r)
+
+
+def cores_text(r: dict) -> str:
+    """" on 1 of 2 cores" for a run pinned to fewer cores than the machine has, else nothing."""
+    cores, machine = r.get("cores"), r.get("cores_machine")
+    if is_number(cores) and is_number(machine) and cores < machine:
+        return f" on {cores} of {machine} cores"
+    return ""
 
 
 def speed_text(sps: float) -> str:
@@ -80,6 +90,46 @@ def equivalence_text(r: dict) -> str:
     if not isinstance(eq, dict) or "verdict" not in eq:
         return "not checked"
     return f"{eq['verdict']} ({number(eq.get('worst'), '.1e')})"
+
+
+def spread_text(r: dict) -> str:
+    """max/min of the speeds of the fresh processes, then of the repeats inside them ("1.02 / 1.01");
+    "-" for a part not measured (one process)."""
+    processes = r.get("processes")
+    between = processes.get("spread") if isinstance(processes, dict) else None
+    return f"{number(between, '.2f')} / {number(r.get('repeat_spread'), '.2f')}"
+
+
+def combine_processes(records: list[dict]) -> dict:
+    """One result from the same configuration timed in several fresh processes.
+
+    A process can settle in a slower mode and stay there (thread placement, memory layout, a
+    JIT's choices), which the repeats inside one process cannot show; so the speed is the median
+    of the processes' medians and the spread between processes is kept beside the spread between
+    repeats. The first record is the one that ran the check; its other fields are kept."""
+    first = records[0]
+    speeds = [r["samples_per_sec"] for r in records]
+    every_repeat = [s for r in records for s in r.get("samples_per_sec_all", [r["samples_per_sec"]])]
+    combined = {k: v for k, v in first.items() if k != "_file"}
+    combined.update({
+        "samples_per_sec": statistics.median(speeds),
+        "samples_per_sec_min_max": [min(every_repeat), max(every_repeat)],
+        "repeat_spread": max(r.get("repeat_spread", 1.0) for r in records),
+        "processes": {"count": len(records), "samples_per_sec": speeds,
+                      "spread": max(speeds) / min(speeds) if len(records) > 1 else None,
+                      "compile_time_s": [r.get("compile_time_s") for r in records],
+                      "files": [r.get("_file") for r in records]},
+    })
+    if is_number(first.get("step_time_ms")):
+        combined["step_time_ms"] = statistics.median(r["step_time_ms"] for r in records)
+    if all(is_number(r.get("peak_memory_mb")) for r in records):
+        combined["peak_memory_mb"] = max(r["peak_memory_mb"] for r in records)
+    floors = first.get("floors")
+    if isinstance(floors, dict) and is_number(floors.get("compute_floor_sps")):
+        sps = combined["samples_per_sec"]
+        combined["floors"] = {**floors, "percent_of_compute_floor": 100 * sps / floors["compute_floor_sps"],
+                              "percent_of_memory_floor": 100 * sps / floors["memory_floor_sps"]}
+    return combined
 
 
 def floor_text(r: dict, which: str) -> str:
@@ -107,8 +157,9 @@ def comparison_table(records: list[dict], baseline: dict) -> str:
                      f"{r['samples_per_sec'] / baseline['samples_per_sec']:,.2f}",
                      number(r.get("step_time_ms"), ",.2f"), number(r.get("compile_time_s"), ",.2f"),
                      number(r.get("peak_memory_mb"), ",.0f"), floor_text(r, "compute"),
-                     floor_text(r, "memory"), equivalence_text(r), f"`{r['_file']}`"])
+                     floor_text(r, "memory"), spread_text(r), equivalence_text(r), f"`{r['_file']}`"])
     header = ["backend, dtype (options)", "device", "samples/s", f"× {label(baseline)}", "step ms",
-              "first step s", "peak MB", "% GEMM floor", "% memory floor", "equivalence", "file"]
+              "first step s", "peak MB", "% GEMM floor", "% memory floor", SPREAD_HEADER, "equivalence",
+              "file"]
     devices = "; ".join(sorted({str(r.get("device_name", "?")) for r in records}))
-    return output.markdown_table(header, rows, "llrrrrrrrll") + f"\n\nDevice: {devices}"
+    return output.markdown_table(header, rows, "llrrrrrrrrll") + f"\n\nDevice: {devices}"

@@ -1,7 +1,14 @@
-"""`make bench`: every installed backend timed at batch 8 in one run, one fresh process each
-(so one framework's threads, allocator and JIT caches cannot slow another), each checked on the
-very configuration it timed, then one table with the speed of each as a multiple of the
-reference's, measured in this same run.
+"""`make bench`: every installed backend timed at batch 8 in one run, in fresh processes (so one
+framework's threads, allocator and JIT caches cannot slow another), each checked on the very
+configuration it timed, then one table with the speed of each as a multiple of the reference's,
+measured in this same run.
+
+Every configuration runs in `--processes` fresh processes (2 by default): a process can settle in
+a slower mode for its whole life, which its repeats cannot show, so the row is the median of the
+processes' medians with the spread between processes beside the spread between repeats (each
+process's own file is kept under processes/). On a CPU with several cores every configuration is
+also timed pinned to one core (`bench time --cores 1`), so the table shows what the other cores
+add (`--no-single-core` leaves those rows out).
 
 Devices: `--device auto` (the default) gives each backend the best device it can use here, tried
 in AUTO_PREFERENCE order, and labels its files with it (torch-cuda-float32.json); one line says
@@ -27,7 +34,7 @@ from pathlib import Path
 
 import backends
 from backends import spec
-from bench import cli, output, results
+from bench import cli, output, results, sysinfo
 
 # Further configurations worth a row of their own: torch's fastest exact one compiles the step
 # (compilation, ~1 minute on 2 cores, is reported apart as the first step's time).
@@ -61,6 +68,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="time budget for the reference")
     p.add_argument("--out", default=None, help="directory for the JSON files and the table "
                    "(default: runs/<run id>/, untracked)")
+    p.add_argument("--processes", type=cli.positive_int, default=2,
+                   help="fresh processes per configuration (the row is the median of theirs)")
+    p.add_argument("--single-core", action=argparse.BooleanOptionalAction, default=True,
+                   help="also time every CPU configuration on one core, for the multi-core scaling")
 
 
 def environment_for(name: str) -> dict[str, str]:
@@ -212,37 +223,72 @@ def run(args: argparse.Namespace) -> int:
                for suffix, options in [("", [])] + EXTRA_RUNS.get(name, [])]
     if "torch" in names and args.device == "auto" and XLA_PYTHON.exists():
         planned.append(("torch", "xla", "", []))
+    if args.single_core and sysinfo.cores_in_use() > 1:
+        planned += [(name, device, f"{suffix}-1core", [*options, "--cores", "1"])
+                    for name, device, suffix, options in list(planned) if device == "cpu"]
     done, failed = [], []
     for name, device, suffix, options in planned:
-        python = str(XLA_PYTHON) if device == "xla" and XLA_PYTHON.exists() else sys.executable
         label = f"{name}-{device}-{args.dtype}{suffix}"
-        path = out / f"{label}.json"
-        is_ref = name == "reference"
-        cmd = [python, "-m", "bench", "time", "--backend", name, "--device", device,
-               "--dtype", args.dtype, "--data", args.data, "--batch-size", str(args.batch_size),
-               "--json", str(path), "--force", "--check",
-               "--seconds", str(args.reference_seconds if is_ref else args.seconds), *options]
-        if is_ref:  # ~17 s and ~4.6 GB per step of 8 on a CPU: one warm-up step, one per repeat
-            cmd += ["--warmup", "1", "--steps", "1"]
-        if device in peaks:  # every result's floors from one measurement of the machine
-            cmd += ["--machine-peaks", str(peaks[device])]
-        print(f"== {label}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
-        env = {**environment_for(name), "TROMPT_RUN_ID": run_id}
-        if device == "xla" and "PJRT_DEVICE" not in env:  # a TPU VM has /dev/accel*; else the CPU
-            env["PJRT_DEVICE"] = "TPU" if list(Path("/dev").glob("accel*")) else "CPU"
-        if run_command(cmd, env) == 0:
-            done.append(results.read_result(path))
+        runs = [out / "processes" / f"{label}.p{k + 1}.json" for k in range(args.processes)]
+        for k, path in enumerate(runs):
+            cmd, env = time_command(args, name, device, options, path, peaks, run_id, check=k == 0)
+            print(f"== {label} (process {k + 1} of {len(runs)}): {' '.join(cmd[1:])}", file=sys.stderr,
+                  flush=True)
+            if run_command(cmd, env) != 0:
+                failed.append(label)
+                break
         else:
-            failed.append(label)
+            combined = results.combine_processes([results.read_result(path) for path in runs])
+            output.write_json(out / f"{label}.json", combined)
+            done.append(results.read_result(out / f"{label}.json"))
     if not done:
         print("error: no backend produced a result", file=sys.stderr)
         return 1
     table = results.comparison_table(done, results.pick_baseline(done))
-    output.write_text(out / "bench_table.md", table + "\n")
+    scaling = scaling_lines(done)
+    output.write_text(out / "bench_table.md", table + "\n" + "".join(f"\n{line}" for line in scaling)
+                      + ("\n" if scaling else ""))
     print()
     print(table)
+    for line in scaling:
+        print(line)
     print(f"\nwrote {out}/", file=sys.stderr)
     if failed:
         print(f"\nfailed: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def time_command(args: argparse.Namespace, name: str, device: str, options: list[str], path: Path,
+                 peaks: dict[str, Path], run_id: str, check: bool) -> tuple[list[str], dict[str, str]]:
+    """The `bench time` child process of one configuration, and its environment."""
+    python = str(XLA_PYTHON) if device == "xla" and XLA_PYTHON.exists() else sys.executable
+    is_ref = name == "reference"
+    cmd = [python, "-m", "bench", "time", "--backend", name, "--device", device,
+           "--dtype", args.dtype, "--data", args.data, "--batch-size", str(args.batch_size),
+           "--json", str(path), "--force", *(["--check"] if check else []),
+           "--seconds", str(args.reference_seconds if is_ref else args.seconds), *options]
+    if is_ref:  # ~17 s and ~4.6 GB per step of 8 on a CPU: one warm-up step, one per repeat
+        cmd += ["--warmup", "1", "--steps", "1"]
+    if device in peaks:  # every result's floors from one measurement of the machine
+        cmd += ["--machine-peaks", str(peaks[device])]
+    env = {**environment_for(name), "TROMPT_RUN_ID": run_id}
+    if device == "xla" and "PJRT_DEVICE" not in env:  # a TPU VM has /dev/accel*; else the CPU
+        env["PJRT_DEVICE"] = "TPU" if list(Path("/dev").glob("accel*")) else "CPU"
+    return cmd, env
+
+
+def scaling_lines(done: list[dict]) -> list[str]:
+    """What the other cores add: each configuration's speed on all cores over its speed on one."""
+    def key(r: dict) -> tuple:
+        return r["backend"], r.get("device"), json.dumps(r.get("options_given") or {}, sort_keys=True)
+
+    single = {key(r): r for r in done if r.get("cores") == 1 and (r.get("cores_machine") or 1) > 1}
+    lines = []
+    for r in done:
+        one = single.get(key(r))
+        if one is not None and r is not one and (r.get("cores") or 0) > 1:
+            fast, slow = r["samples_per_sec"], one["samples_per_sec"]
+            lines.append(f"multi-core scaling: {results.label(r)} {fast / slow:.2f}x on {r['cores']} cores "
+                         f"over 1 ({results.speed_text(fast)} vs {results.speed_text(slow)} samples/s)")
+    return lines

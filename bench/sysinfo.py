@@ -11,7 +11,9 @@ from pathlib import Path
 
 from backends.base import cpu_name
 
-__all__ = ["cpu_name", "cpu_seconds", "git_commit", "peak_rss_mb", "timing_lock"]
+__all__ = ["cpu_name", "cpu_seconds", "git_commit", "peak_rss_mb", "pin_to_cores", "timing_lock"]
+
+FRAMEWORKS = ("torch", "jax", "mlx", "tinygrad")
 
 
 def git_commit() -> str | None:
@@ -25,6 +27,30 @@ def git_commit() -> str | None:
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
                            text=True, cwd=Path(__file__).resolve().parent, timeout=10).stdout.strip()
     return out.stdout.strip() + ("-dirty" if dirty else "")
+
+
+def pin_to_cores(n: int) -> list[int]:
+    """Run this process (and the threads it starts) on `n` of the cores it may use, and size the
+    OpenMP/BLAS thread pools to match. Must run before a framework is imported: their pools read
+    OMP_NUM_THREADS and the CPU mask once, at start. Returns the cores kept."""
+    import sys
+
+    allowed = sorted(os.sched_getaffinity(0))
+    if n > len(allowed):
+        raise ValueError(f"--cores {n}: this process may use only {len(allowed)} core(s)")
+    loaded = [m for m in FRAMEWORKS if m in sys.modules]
+    if loaded:
+        raise ValueError(f"--cores must be applied before {loaded[0]} is imported")
+    kept = allowed[:n]
+    os.sched_setaffinity(0, kept)
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(n)
+    return kept
+
+
+def cores_in_use() -> int:
+    """The cores this process may run on (its CPU mask), which a pinned run narrows."""
+    return len(os.sched_getaffinity(0))
 
 
 def peak_rss_mb() -> float:

@@ -202,6 +202,9 @@ def time_training(backend_name: str, device: str, dtype: str, dataset: data_mod.
         "versions": {"python": platform.python_version(), "numpy": np.__version__, **backend.versions()},
         "environment": {k: os.environ[k] for k in ENVIRONMENT_KEYS if k in os.environ},
         "git_commit": sysinfo.git_commit(),
+        # On how many of the machine's cores it ran (`--cores` narrows it; the single-core rows).
+        "cores": sysinfo.cores_in_use(),
+        "cores_machine": os.cpu_count(),
         **timing,
         "setup_time_s": setup_s,
         "peak_memory_mb": device_mem if device_mem is not None else sysinfo.peak_rss_mb(),

@@ -16,8 +16,9 @@ MATMUL_PRECISIONS = {"ieee": "highest", "tf32": "high"}  # torch.set_float32_mat
 
 
 def default_threads() -> int:
-    """All cores, unless OMP_NUM_THREADS says otherwise (the test suite sets it to 1)."""
-    return int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+    """The cores this process may run on (its CPU mask, which `taskset` or `bench time --cores`
+    narrow), unless OMP_NUM_THREADS says otherwise (the test suite sets it to 1)."""
+    return int(os.environ.get("OMP_NUM_THREADS") or len(os.sched_getaffinity(0)) or 1)
 
 
 def native_bf16() -> bool:

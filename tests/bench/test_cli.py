@@ -44,6 +44,19 @@ def test_time_writes_the_documented_json(timed):
                                                                / floors["compute_floor_sps"])
 
 
+def test_cores_pins_the_run_and_sizes_its_thread_pools(tmp_path):
+    out = tmp_path / "one-core.json"
+    run = bench("--backend", "torch", *SMALL_MODEL, "--steps", "2", "--warmup", "1", "--repeats", "1",
+                "--no-floors", "--cores", "1", "--json", str(out), "--quiet")
+    assert run.returncode == 0, run.stderr
+    result = json.loads(out.read_text())
+    assert result["cores"] == 1 and result["cores_machine"] >= 1
+    assert result["environment"]["OMP_NUM_THREADS"] == "1"
+    probe = subprocess.run([sys.executable, "-c", "from bench.sysinfo import pin_to_cores; import os, torch;"
+                            "pin_to_cores(1)"], capture_output=True, text=True, timeout=120)
+    assert probe.returncode != 0 and "before torch is imported" in probe.stderr
+
+
 def test_compare_prints_ratios_and_refuses_different_configs(timed, tmp_path):
     result, path = timed
     faster = dict(result, backend="twice", samples_per_sec=2 * result["samples_per_sec"])
@@ -114,6 +127,8 @@ def test_time_check_labels_amp_not_exact(tmp_path):
     (["--backend", "reference", "--warmup", "0"], "--warmup: must be >= 1"),
     (["--backend", "reference", "--n-cycles", "0"], "--n-cycles: must be >= 1"),
     (["--backend", "reference", "--seed", "-3"], "--seed: must be >= 0"),
+    (["--backend", "reference", "--cores", "0"], "--cores: must be >= 1"),
+    (["--backend", "reference", "--cores", "4096", *SMALL_MODEL], "--cores 4096: this process may use only"),
     (["--backend", "reference", "--steps", "two"], "expected an integer"),
     (["train", "--backend", "reference", "--epochs", "0"], "--epochs: must be >= 1"),
     (["train", "--backend", "reference", "--checkpoint-every", "-1"], "--checkpoint-every: must be >= 0"),

@@ -98,13 +98,16 @@ def test_numbers_and_equivalence_are_shown(tmp_path):
     res = tmp_path / "results"
     eq = {"verdict": "pass", "worst": 3.2e-5}
     write(res, "t.json", {**result("torch", 1234.5, equivalence=eq),
-                          "floors": {"percent_of_compute_floor": 12.34, "percent_of_memory_floor": 56.78}})
+                          "floors": {"percent_of_compute_floor": 12.34, "percent_of_memory_floor": 56.78},
+                          "repeat_spread": 1.0149, "processes": {"count": 2, "spread": 1.2351}})
+    write(res, "u.json", result("torch", 12.0))  # one process, no repeat spread recorded
     out = tmp_path / "REPORT.md"
     assert report(res, out) == 0
-    row = tables(out)["Machine A"][0]
+    row, one_process = tables(out)["Machine A"]
     assert row[1] == "1,234.5"
     assert row[3] == f"{1000 * 8 / 1234.5:,.2f}"  # step ms as written in the file
-    assert row[6:9] == ["12.3", "56.8", "pass (3.2e-05)"]
+    assert row[6:10] == ["12.3", "56.8", "1.24 / 1.01", "pass (3.2e-05)"]
+    assert one_process[8:10] == ["- / -", "not checked"]
 
 
 def test_unreadable_files_are_skipped_with_one_line_each(tmp_path, capsys):

@@ -129,9 +129,16 @@ def test_nvidia_gpus_reads_nvidia_smi_and_is_empty_without_it(monkeypatch, tmp_p
     assert run_all.nvidia_gpus() == []
 
 
-def run_bench_all(monkeypatch, tmp_path, argv: list[str], xla_python: Path | None = None
-                  ) -> tuple[int, list[list[str]]]:
-    """`bench all` with every `bench time` faked: it writes a timing record for its --json."""
+def default_speed(arg: dict[str, str], n_commands: int) -> float:
+    return 100.0 if arg["--backend"] == "reference" else 1000.0
+
+
+def run_bench_all(monkeypatch, tmp_path, argv: list[str], xla_python: Path | None = None,
+                  speed=default_speed, cores: int = 2, fails=lambda cmd: False) -> tuple[int, list[list[str]]]:
+    """`bench all` with every `bench time` faked: it writes a timing record for its --json, at the
+    speed `speed(its arguments, how many commands ran)`, unless `fails(its command)`; the machine
+    has `cores` cores."""
+    monkeypatch.setattr(run_all.sysinfo, "cores_in_use", lambda: cores)
     commands, peaks = [], []
     monkeypatch.setattr(run_all, "XLA_PYTHON", xla_python or tmp_path / "no-xla-env" / "python")
 
@@ -142,15 +149,21 @@ def run_bench_all(monkeypatch, tmp_path, argv: list[str], xla_python: Path | Non
             Path(cmd[3]).write_text(json.dumps({"gemm_gflops_square": 100.0}))
             return 0
         commands.append(cmd)
+        if fails(cmd):
+            return 1
         arg = dict(zip(cmd, cmd[1:]))
         record = {"backend": arg["--backend"], "device": arg["--device"], "dtype": arg["--dtype"],
-                  "samples_per_sec": 100.0 if arg["--backend"] == "reference" else 1000.0,
-                  "batch_size": 8, "config": {}, "data": arg["--data"]}
+                  "samples_per_sec": speed(arg, len(commands)), "batch_size": 8, "config": {},
+                  "data": arg["--data"], "checked": "--check" in cmd, "options_given": {},
+                  "cores": int(arg.get("--cores", cores)), "cores_machine": cores}
+        Path(arg["--json"]).parent.mkdir(parents=True, exist_ok=True)
         Path(arg["--json"]).write_text(json.dumps(record))
         return 0
 
     monkeypatch.setattr(run_all, "run_command", run_command)
     monkeypatch.setattr(run_all, "nvidia_gpus", lambda: ["NVIDIA H200"])
+    if not any(a.startswith("--processes") for a in argv):  # one process, no single-core rows,
+        argv = [*argv, "--processes", "1", "--no-single-core"]  # unless the test asks for them
     args = cli.build_parser().parse_args(["all", "--out", str(tmp_path), *argv])
     return run_all.run(args), commands
 
@@ -225,3 +238,55 @@ def test_torch_on_xla_joins_from_its_own_environment_when_it_exists(monkeypatch,
     xla = [c for c in commands if c[0] == str(xla_python)]
     assert len(xla) == 1 and dict(zip(xla[0], xla[0][1:]))["--device"] == "xla"
     assert (tmp_path / "out" / "torch-xla-float32.json").exists()
+
+
+def test_every_configuration_runs_in_fresh_processes_and_the_row_is_their_median(monkeypatch, tmp_path, capsys):
+    use_classes(monkeypatch, {"jax": fake_class("jax", ("cpu",), {"cpu"})})
+    speeds = iter([300.0, 200.0, 400.0])  # three processes, in the order they run
+    code, commands = run_bench_all(monkeypatch, tmp_path, ["--backends", "jax", "--device", "cpu", "--processes",
+                                                           "3", "--no-single-core"], speed=lambda *_: next(speeds))
+    assert code == 0 and len(commands) == 3
+    assert ["--check" in c for c in commands] == [True, False, False]  # checked once, by the first
+    files = sorted(p.name for p in (tmp_path / "processes").glob("*.json"))
+    assert files == [f"jax-cpu-float32.p{k}.json" for k in (1, 2, 3)]
+    row = json.loads((tmp_path / "jax-cpu-float32.json").read_text())
+    assert row["samples_per_sec"] == 300.0 and row["checked"] is True
+    assert row["processes"]["samples_per_sec"] == [300.0, 200.0, 400.0]
+    assert row["processes"]["spread"] == 2.0  # 400 / 200
+    assert "| 2.00 / " in (tmp_path / "bench_table.md").read_text()
+
+
+def test_a_failed_process_fails_its_configuration_without_a_row(monkeypatch, tmp_path, capsys):
+    use_classes(monkeypatch, {"jax": fake_class("jax", ("cpu",), {"cpu"}),
+                              "mlx": fake_class("mlx", ("cpu",), {"cpu"})})
+    code, commands = run_bench_all(monkeypatch, tmp_path, ["--backends", "jax,mlx", "--device", "cpu",
+                                                           "--processes", "2", "--no-single-core"],
+                                   fails=lambda cmd: str(tmp_path / "processes" / "jax-cpu-float32.p2.json") in cmd)
+    assert code == 1
+    assert not (tmp_path / "jax-cpu-float32.json").exists() and (tmp_path / "mlx-cpu-float32.json").exists()
+    assert "failed: jax-cpu-float32" in capsys.readouterr().err
+
+
+def test_cpu_rows_are_also_timed_on_one_core_and_the_scaling_is_stated(monkeypatch, tmp_path, capsys):
+    use_classes(monkeypatch, {"jax": fake_class("jax", ("cpu",), {"cpu"})})
+
+    def speed(arg: dict[str, str], n: int) -> float:
+        return 100.0 if arg.get("--cores") == "1" else 180.0
+
+    code, commands = run_bench_all(monkeypatch, tmp_path, ["--backends", "jax", "--device", "cpu",
+                                                           "--processes", "1"], speed=speed)
+    assert code == 0 and len(commands) == 2
+    one_core = [c for c in commands if "--cores" in c]
+    assert len(one_core) == 1 and one_core[0][one_core[0].index("--cores") + 1] == "1"
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == ["jax-cpu-float32-1core.json", "jax-cpu-float32.json"]
+    out = capsys.readouterr().out
+    assert "| jax float32 on 1 of 2 cores | cpu | 100.0 |" in out
+    assert "multi-core scaling: jax float32 1.80x on 2 cores over 1 (180.0 vs 100.0 samples/s)" in out
+    assert "multi-core scaling" in (tmp_path / "bench_table.md").read_text()
+
+
+def test_a_one_core_machine_gets_no_single_core_rows(monkeypatch, tmp_path):
+    use_classes(monkeypatch, {"jax": fake_class("jax", ("cpu",), {"cpu"})})
+    code, commands = run_bench_all(monkeypatch, tmp_path, ["--backends", "jax", "--device", "cpu",
+                                                           "--processes", "1"], cores=1)
+    assert code == 0 and len(commands) == 1 and "--cores" not in commands[0]
