@@ -45,6 +45,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ladder": ("bench.ladder", "the torch speed-up ladder, every rung timed and checked in one run"),
     "report": ("bench.report", "rebuild the results section of docs/REPORT.md from result files"),
     "minitorch": ("bench.minitorch_bench", "time minitorch's fast ops against its simple ops and numpy"),
+    "roofline": ("bench.roofline", "roofline ESTIMATES of the torch ladder rungs on GPUs and a TPU"),
 }
 
 
