@@ -160,11 +160,14 @@ def timing_warnings(name: str, timing: dict, seconds: float) -> list[str]:
 def time_training(backend_name: str, device: str, dtype: str, dataset: data_mod.Dataset,
                   cfg: TromptConfig, batch_size: int = spec.BATCH_SIZE, warmup: int = 3,
                   repeats: int = 3, steps: int | None = None, seconds: float = 20.0, seed: int = 0,
-                  options: dict | None = None, progress: bool = True) -> dict:
-    """Returns the result record (see README: Reading results)."""
+                  options: dict | None = None, progress: bool = True,
+                  backend: backends.Backend | None = None) -> dict:
+    """Returns the result record (see README: Reading results). `backend`, when given, is timed
+    instead of `backends.load(backend_name, ...)`: a peer (backends/peers) offers the parts used
+    here (parse_options, inexact_options, trainer, device_name, versions)."""
     load_before = os.getloadavg()
     started_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    backend = backends.load(backend_name, device=device, dtype=dtype)
+    backend = backends.load(backend_name, device=device, dtype=dtype) if backend is None else backend
     options = backend.parse_options(options)
     params = spec.init_params(cfg, seed, dtype)
 
