@@ -25,7 +25,7 @@ import re
 import sys
 from pathlib import Path
 
-from bench import output
+from bench import output, roofline
 from bench.results import (
     SPREAD_HEADER,
     equivalence_text,
@@ -90,6 +90,8 @@ def load_results(results_dir: Path) -> tuple[list[dict], list[dict], list[str]]:
             raw = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             notes.append(f"note: skipped {path}: not readable JSON ({type(e).__name__})")
+            continue
+        if isinstance(raw, dict) and raw.get("kind") == roofline.KIND:  # roofline_lines shows it
             continue
         if isinstance(raw, dict) and "ladder" in raw and isinstance(raw.get("rows"), list):
             ladders.append({**raw, "_file": path.name})
@@ -202,7 +204,26 @@ def render_section(groups: dict[str, dict[tuple, list[dict]]], ladders: list[dic
             lines.append(f"- `{ladder['_file']}`: {ladder.get('ladder')} on {ladder.get('device_name', '?')} "
                          f"({ladder.get('device', '?')}){smoke}; table `{stem}.md`, chart `{stem}.png` "
                          f"in `{results_dir.as_posix()}/`.")
+    lines += roofline_lines(results_dir)
     return "\n".join(lines) + "\n"
+
+
+def roofline_lines(results_dir: Path) -> list[str]:
+    """The exact-float32 table of `bench roofline`'s estimates, when results_dir holds them."""
+    path = results_dir / "roofline_estimates.json"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return []
+    if not isinstance(record, dict) or record.get("kind") != roofline.KIND:
+        return []
+    return ["", "### Accelerators on paper: roofline ESTIMATES, not measurements", "",
+            f"Made by `{record['command']} --out {results_dir.as_posix()}` (commit {record['git_commit']}) "
+            "from the kernels of one step of each rung counted on the CPU and the published peaks of "
+            "each device (docs/REPORT.md, \"Accelerators on paper\"; the counts, the not-exact "
+            f"tensor-unit table and every source in `{results_dir.as_posix()}/roofline_estimates.md`). "
+            "Estimated training samples/s in exact float32, and what bounds each; `make device-check` "
+            "on the hardware replaces them.", "", roofline.estimate_table(record, "exact")]
 
 
 def replace_section(path: Path, section: str) -> None:

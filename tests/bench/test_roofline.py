@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import roofline
+from bench import report, roofline
 from bench.published_peaks import DEVICES, Device
 
 torch = pytest.importorskip("torch")
@@ -125,6 +125,11 @@ def test_a_real_run_writes_estimates_for_every_rung(tmp_path):
     assert compiled["kernels"] < eager["kernels"] and compiled["bytes"] < eager["bytes"]
     table = (tmp_path / "roofline_estimates.md").read_text()
     assert "ESTIMATES" in table and "not measurements" in table
+    # bench report: no "skipped" note for the file, and a subsection with the exact table
+    assert report.load_results(tmp_path) == ([], [], [])
+    section = report.render_section({}, [], {}, tmp_path)
+    assert "roofline ESTIMATES, not measurements" in section
+    assert roofline.estimate_table(record, "exact") in section
 
 
 def test_an_unknown_rung_is_a_one_line_error():
