@@ -30,6 +30,7 @@ from bench.results import (
     SPREAD_HEADER,
     equivalence_text,
     floor_text,
+    is_peer,
     label,
     number,
     read_result,
@@ -42,6 +43,9 @@ BEGIN = "<!-- results:begin -->"
 END = "<!-- results:end -->"
 DEFAULT_TITLE = "# trompt-bench: report"
 OVERVIEW = ""  # the chart key of all machines side by side (a device name is never empty)
+PEER_NOTE = ("A row marked \"(peer, not our model)\" times another project's Trompt (`python -m bench "
+             "peer`; docs/SPEC.md §12 says how its model differs from ours): it computes another "
+             "function, so it has no × reference and no equivalence verdict.")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -117,8 +121,8 @@ def setting_text(key: tuple[str, int, str]) -> str:
 
 
 def row_order(r: dict) -> tuple:
-    """Reference first, then the fastest first."""
-    return (r["backend"] != "reference", -r["samples_per_sec"], r["_file"])
+    """Reference first, then the fastest first; a peer's row (not our model) after ours."""
+    return (r["backend"] != "reference", is_peer(r), -r["samples_per_sec"], r["_file"])
 
 
 def group_results(timings: list[dict]) -> dict[str, dict[tuple, list[dict]]]:
@@ -142,6 +146,8 @@ def reference_for(r: dict, rows: list[dict]) -> dict | None:
 
 
 def speedup_vs_reference(r: dict, rows: list[dict]) -> float | None:
+    if is_peer(r):  # another model: a ratio to the reference would read as a speed-up of ours
+        return None
     ref = reference_for(r, rows)
     return None if ref is None else r["samples_per_sec"] / ref["samples_per_sec"]
 
@@ -194,6 +200,8 @@ def render_section(groups: dict[str, dict[tuple, list[dict]]], ladders: list[dic
         for key, rows in settings.items():
             commits = sorted({str(r.get("git_commit")) for r in rows})
             lines += ["", f"{setting_text(key)}; commit {', '.join(commits)}.", "", markdown_table(rows)]
+            if any(is_peer(r) for r in rows):
+                lines += ["", PEER_NOTE]
         if device in charts:
             lines += ["", f"![samples/s on {device}, log scale]({charts[device]})"]
     if ladders:

@@ -1,7 +1,8 @@
 """Result files of `bench time`: read back with validation, grouped by setting, shown as tables.
 
 `bench compare` and `bench report` both read results through here, so a row is labelled, keyed
-and checked the same way wherever it appears.
+and checked the same way wherever it appears. A peer's result (`bench peer`: another project's
+Trompt, a different model) is labelled as such, is never the baseline and gets no speed ratio.
 """
 
 from __future__ import annotations
@@ -61,8 +62,15 @@ def setting_key(r: dict) -> tuple[str, int, str]:
     return (str(r.get("data")), r["batch_size"], json.dumps(r["config"], sort_keys=True))
 
 
+def is_peer(r: dict) -> bool:
+    """Whether `r` times a peer (backends/peers): not our model, so no ratio to ours means a speed-up."""
+    return bool(r.get("peer"))
+
+
 def label(r: dict) -> str:
     """backend, dtype and the options set by hand: what distinguishes two rows of one table."""
+    if is_peer(r):
+        return f"{r['peer']} (peer, not our model)" + cores_text(r)
     given = r.get("options_given", r.get("options")) or {}
     opts = ", ".join(f"{k}={v}" for k, v in given.items() if v is not None)
     return f"{r['backend']} {r.get('dtype', '?')}" + (f" ({opts})" if opts else "") + cores_text(r)
@@ -87,6 +95,8 @@ def number(value: object, fmt: str) -> str:
 
 def equivalence_text(r: dict) -> str:
     eq = r.get("equivalence")
+    if isinstance(eq, str):  # a peer's: what differs, never a verdict
+        return eq
     if not isinstance(eq, dict) or "verdict" not in eq:
         return "not checked"
     return f"{eq['verdict']} ({number(eq.get('worst'), '.1e')})"
@@ -146,7 +156,8 @@ def pick_baseline(records: list[dict], wanted: str | None = None) -> dict:
             raise ValueError(f"--baseline {wanted!r} names none of the results")
         return chosen[0]
     refs = [r for r in records if r["backend"] == "reference"]
-    return refs[0] if refs else min(records, key=lambda r: r["samples_per_sec"])
+    ours = [r for r in records if not is_peer(r)] or records
+    return refs[0] if refs else min(ours, key=lambda r: r["samples_per_sec"])
 
 
 def comparison_table(records: list[dict], baseline: dict) -> str:
@@ -154,7 +165,7 @@ def comparison_table(records: list[dict], baseline: dict) -> str:
     rows = []
     for r in sorted(records, key=lambda r: -r["samples_per_sec"]):
         rows.append([label(r), r.get("device", "?"), speed_text(r["samples_per_sec"]),
-                     f"{r['samples_per_sec'] / baseline['samples_per_sec']:,.2f}",
+                     "-" if is_peer(r) else f"{r['samples_per_sec'] / baseline['samples_per_sec']:,.2f}",
                      number(r.get("step_time_ms"), ",.2f"), number(r.get("compile_time_s"), ",.2f"),
                      number(r.get("peak_memory_mb"), ",.0f"), floor_text(r, "compute"),
                      floor_text(r, "memory"), spread_text(r), equivalence_text(r), f"`{r['_file']}`"])
