@@ -42,6 +42,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("bench.commands", "markdown table of result files with speed ratios"),
     "all": ("bench.run_all", "time every installed backend, one process each (what `make bench` runs)"),
     "ab": ("bench.ab", "time configurations of one backend against each other, interleaved in one run"),
+    "sweep": ("bench.sweep", "how step time and memory grow with the batch size and the column count"),
     "ladder": ("bench.ladder", "the torch speed-up ladder, every rung timed and checked in one run"),
     "report": ("bench.report", "rebuild the results section of docs/REPORT.md from result files"),
     "minitorch": ("bench.minitorch_bench", "time minitorch's fast ops against its simple ops and numpy"),

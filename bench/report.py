@@ -25,7 +25,7 @@ import re
 import sys
 from pathlib import Path
 
-from bench import output, roofline
+from bench import output, roofline, sweep_view
 from bench.results import (
     SPREAD_HEADER,
     equivalence_text,
@@ -62,15 +62,19 @@ def run(args: argparse.Namespace) -> int:
         notes += [f"note: skipped {results_dir / ladder['_file']}: a smoke ladder (--include-smoke lists it)"
                   for ladder in ladders if ladder.get("smoke")]
         ladders = [ladder for ladder in ladders if not ladder.get("smoke")]
+    sweeps = load_sweeps(results_dir)
     for note in notes:
         print(note, file=sys.stderr)
-    if not timings and not ladders:
+    if not timings and not ladders and not sweeps:
         raise ValueError(f"no readable result files in {results_dir}/ (run python -m bench ... --json first)")
     groups = group_results(timings)
     img_dir = out.parent / "img"
     charts = write_charts(groups, img_dir)
+    for sweep in sweeps:  # its chart, drawn again beside the report's own (keyed by its file name)
+        charts[sweep["_file"]] = img_dir / f"{Path(sweep['_file']).stem}.png"
+        sweep_view.write_chart(sweep, charts[sweep["_file"]])
     links = {k: Path(os.path.relpath(v, out.parent)).as_posix() for k, v in charts.items()}
-    section = render_section(groups, ladders, links, results_dir, n_skipped=len(notes))
+    section = render_section(groups, ladders, links, results_dir, n_skipped=len(notes), sweeps=sweeps)
     replace_section(out, section)
     print(f"wrote the results section of {out} ({len(timings)} results on {len(groups)} machine(s), "
           f"{len(ladders)} ladder(s)) and {len(charts)} chart(s) in {img_dir}/")
@@ -100,6 +104,8 @@ def load_results(results_dir: Path) -> tuple[list[dict], list[dict], list[str]]:
         if isinstance(raw, dict) and "ladder" in raw and isinstance(raw.get("rows"), list):
             ladders.append({**raw, "_file": path.name})
             continue
+        if is_sweep(raw):  # load_sweeps reads it
+            continue
         try:
             record = read_result(path)
         except ValueError as e:
@@ -107,6 +113,23 @@ def load_results(results_dir: Path) -> tuple[list[dict], list[dict], list[str]]:
             continue
         timings.append(record)
     return timings, ladders, notes
+
+
+def is_sweep(raw: object) -> bool:
+    return isinstance(raw, dict) and raw.get("kind") == "sweep" and isinstance(raw.get("points"), list)
+
+
+def load_sweeps(results_dir: Path) -> list[dict]:
+    """The records of `bench sweep` (sweep_<device>.json) in file-name order, each with `_file`."""
+    sweeps = []
+    for path in sorted(results_dir.glob("sweep_*.json")):
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue  # load_results has said so
+        if is_sweep(raw):
+            sweeps.append({**raw, "_file": path.name})
+    return sweeps
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,7 +195,7 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def render_section(groups: dict[str, dict[tuple, list[dict]]], ladders: list[dict], charts: dict[str, str],
-                   results_dir: Path, n_skipped: int = 0) -> str:
+                   results_dir: Path, n_skipped: int = 0, sweeps: list[dict] | None = None) -> str:
     n = sum(len(rows) for settings in groups.values() for rows in settings.values())
     lines = [
         "## Results",
@@ -212,6 +235,8 @@ def render_section(groups: dict[str, dict[tuple, list[dict]]], ladders: list[dic
             lines.append(f"- `{ladder['_file']}`: {ladder.get('ladder')} on {ladder.get('device_name', '?')} "
                          f"({ladder.get('device', '?')}){smoke}; table `{stem}.md`, chart `{stem}.png` "
                          f"in `{results_dir.as_posix()}/`.")
+    for sweep in sweeps or []:  # `bench sweep`: its table, laws and chart (charts[its file name])
+        lines += ["", sweep_view.markdown(sweep, charts[sweep["_file"]], level=3).rstrip("\n")]
     lines += roofline_lines(results_dir)
     return "\n".join(lines) + "\n"
 
