@@ -89,8 +89,12 @@ class OpCounter(TorchDispatchMode):
             return out
         schema = func._schema.arguments
         given = [args[i] if i < len(args) else kwargs.get(a.name) for i, a in enumerate(schema)]
+        # The fused Adam kernels declare their gradients writable but only unscale them in place
+        # when given a grad_scale (AMP with a GradScaler).
+        unscaled = name.startswith("_fused_adam") and kwargs.get("grad_scale") is None
+        read_only = {"grads"} if unscaled else set()
         written = [t for a, v in zip(schema, given) if a.alias_info and a.alias_info.is_write
-                   for t in tensors_in(v)]
+                   and a.name not in read_only for t in tensors_in(v)]
         overwritten = {id(t) for t in written} if name in OVERWRITE_OPS else set()
         reads = [self._region(t) for t in tensors_in((args, kwargs)) if id(t) not in overwritten]
         unique_out = {(t.data_ptr(), tuple(t.shape)): t for t in written + tensors_in(out)}

@@ -4,21 +4,10 @@ from what one training step of the rung does, counted on this CPU. Estimates, no
 
     python -m bench roofline [--out results] [--only fused,compile] [--n-prompts 8 --d-model 8]
 
-Counting (`OpCounter`). One step of the rung's eager trainer (batch 8, float32, after a one-row
-step that creates the AdamW state) runs under a TorchDispatchMode that sees every aten op the step
-executes. In eager mode each op that moves data is one kernel launch; views, allocations,
-`_unsafe_view` and `.item()` reads move nothing and are not counted. Per kernel: its class
-(matmul; optimizer: every op inside `optimizer.step()`; reduction; element-wise), its FLOPs
-(matmuls: FlopCounterMode's formulas, plus 2 per matrix element for mv and dot; any other op 1 per
-output element, reductions 1 per input element: an approximation) and its bytes (every distinct
-element of every tensor it reads or writes, times the item size). An AdamW left to choose its
-implementation is counted as `foreach`, torch's choice on CUDA.
-
-Fusion (`fuse_chains`), for compiled rungs and for the TPU (XLA compiles every step): every run
-of element-wise and reduction kernels between two matmul or optimizer kernels, within one phase
-(forward, backward), becomes ONE kernel whose bytes are what the run reads from outside it and
-what it writes that is used outside it. Inductor and XLA fuse less than that (a reduction of
-another shape ends a kernel), so this is the best case: an optimistic bound.
+Counting and fusion: `bench/kernel_count.py` runs one step of the rung's eager trainer (batch 8,
+float32) under a TorchDispatchMode and records every kernel's class, FLOPs and bytes; compiled
+rungs, and every rung on the TPU (torch_xla compiles each step), get its ideal fusion, a best case.
+`bench/published_peaks.py` holds each device's peaks with their sources and the assumptions.
 
 Estimate (`estimate`). A step takes, over its kernels, the sum of max(FLOPs / peak rate of the
 kernel's class, bytes / memory bandwidth), plus kernels x a launch overhead, plus the all-reduce
@@ -98,9 +87,10 @@ def rung_record(rung: ladder.Rung, counted: Callable[..., list[Op]], cfg: spec.T
     """Counts (eager, and what ideal fusion leaves of them) and estimates on every device.
     `counted(backend, options, batch, n_cycles)` returns the kernels of one step."""
     from bench.kernel_count import fuse_chains, summary  # imports torch
+
     shapes = spec.param_shapes(cfg)
     shared = sum(math.prod(s) for k, s in shapes.items() if k.startswith(("prompt", "tdown.")))
-    half = -(-cfg.n_cycles // 2)  # the cells of rank 0 of two
+    rank_cells = -(-cfg.n_cycles // 2)  # rank 0's share of the cells, of two ranks
     record: dict = {"key": rung.key, "what": rung.what, "estimates": {}}
     for device in DEVICES:
         how = plan(rung, device)
@@ -109,9 +99,10 @@ def rung_record(rung: ladder.Rung, counted: Callable[..., list[Op]], cfg: spec.T
             continue
         how, opts = how
         batch = spec.BATCH_SIZE // 2 if how.startswith("ddp") else spec.BATCH_SIZE
-        ops = counted(rung.backend, opts, batch, half if how == "cells" else cfg.n_cycles)
+        n_cycles = rank_cells if how == "cells" else cfg.n_cycles
+        ops = counted(rung.backend, opts, batch, n_cycles)
         if "counted" not in record and batch == spec.BATCH_SIZE:
-            record["counted"] = {"n_cycles": half if how == "cells" else cfg.n_cycles, "eager": summary(ops),
+            record["counted"] = {"n_cycles": n_cycles, "eager": summary(ops),
                                  "ideal_fusion": summary(fuse_chains(ops))}
         if how not in ("eager", "ddp"):
             ops = fuse_chains(ops)
@@ -159,12 +150,13 @@ def run(args: argparse.Namespace) -> int:
         return cache[key]
 
     rungs = [r for r in ladder.RUNGS if args.only is None or r.key in args.only]
+    flags = [f"--{k.replace('_', '-')} {v}" for k, v in sizes.items()] + ([f"--only {','.join(args.only)}"]
+                                                                           if args.only else [])
     run_id = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     record = {
         "kind": KIND, "note": "estimates from counted work and published peaks, not measurements; "
         "`make device-check` on the hardware replaces them",
-        "command": "python -m bench roofline " + " ".join(f"--{k.replace('_', '-')} {v}"
-                                                         for k, v in sizes.items()),
+        "command": " ".join(["python -m bench roofline", *flags]),
         "counted_on": f"this CPU, torch {torch.__version__} eager, float32",
         "git_commit": sysinfo.git_commit(),
         "run_id": run_id, "batch_size": spec.BATCH_SIZE, "config": cfg.to_dict(),

@@ -57,6 +57,16 @@ def test_optimizer_steps_are_optimizer_kernels_and_default_adamw_counts_as_forea
     assert optimizer.param_groups[0]["foreach"] is True
 
 
+def test_fused_adamw_reads_param_grad_and_moments_and_writes_param_and_moments():
+    p = torch.nn.Parameter(torch.ones(1000))
+    optimizer = torch.optim.AdamW([p], fused=True)
+    p.grad = torch.ones(1000)
+    optimizer.step()
+    adamw = [op for op in kernel_count.count(optimizer.step) if op.name == "_fused_adamw_"]
+    assert len(adamw) == 1
+    assert adamw[0].bytes == (4 + 3) * 1000 * F32 + F32  # 28 B per parameter (docs/SPEC.md §8), + the step
+
+
 def test_ideal_fusion_keeps_the_matmul_and_folds_the_chain_into_its_external_bytes():
     a, b = torch.randn(4, 8), torch.randn(8, 16)
     ops = kernel_count.count(lambda: torch.relu(a @ b) * 2.0 + 1.0)
