@@ -34,7 +34,7 @@ from pathlib import Path
 
 import backends
 from backends import spec
-from bench import cli, output, timing
+from bench import cli, output, sysinfo, timing
 
 ENV_PREFIX = "env."
 
@@ -92,22 +92,25 @@ def summarise(labels: list[str], samples: list[list[float]]) -> list[dict]:
 def in_process_samples(make_trainer: Callable[[dict], backends.Trainer], configs: list[Config],
                        stream_of: Callable[[], Iterator], shapes: list, rounds: int, steps: int,
                        warmup: int, clock: Callable[[], float] = time.perf_counter,
-                       ) -> tuple[list[list[float]], list[float]]:
-    """Every configuration's trainer built here; returns (samples per config, first-step s)."""
+                       cpu_probe: Callable | None = None) -> tuple[list[list[float]], list[float], list]:
+    """Every configuration's trainer built here; returns (samples per config, first-step s, cores
+    the other processes kept busy during each config's samples: see timing.measure)."""
     trainers = [make_trainer(c.options) for c in configs]
     streams = [stream_of() for _ in configs]  # each trainer sees the protocol's batches
     samples: list[list[float]] = [[] for _ in configs]
     first_step = [0.0] * len(configs)
+    others: list[list] = [[] for _ in configs]
     for r in range(rounds):
         for i in round_order(len(configs), r):
             # round 1 warms up (compiles) and runs the short batch's shape; later rounds take one
             # untimed step first, which measure() requires
             out = timing.measure(trainers[i], streams[i], warmup if r == 0 else 1, 1, steps, 0.0,
-                                 shapes if r == 0 else [], clock=clock)
+                                 shapes if r == 0 else [], clock=clock, cpu_probe=cpu_probe)
             samples[i].append(out["samples_per_sec"])
+            others[i].append(out["other_processes_cores"])
             if r == 0:
                 first_step[i] = out["compile_time_s"]
-    return samples, first_step
+    return samples, first_step, others
 
 
 def child_command(args: argparse.Namespace, config: Config, json_path: str) -> list[str]:
@@ -135,10 +138,11 @@ def child_environment(base: dict[str, str], config: Config) -> dict[str, str]:
 
 
 def child_samples(args: argparse.Namespace, configs: list[Config],
-                  base_env: dict[str, str]) -> tuple[list[list[float]], list[float]]:
+                  base_env: dict[str, str]) -> tuple[list[list[float]], list[float], list]:
     """One fresh `bench time` process per sample; first step s is the median over processes."""
     samples: list[list[float]] = [[] for _ in configs]
     first_steps: list[list[float]] = [[] for _ in configs]
+    others: list[list] = [[] for _ in configs]
     with tempfile.TemporaryDirectory(prefix="bench-ab-") as folder:
         path = str(Path(folder) / "sample.json")
         for r in range(args.rounds):
@@ -151,7 +155,14 @@ def child_samples(args: argparse.Namespace, configs: list[Config],
                 record = json.loads(Path(path).read_text())
                 samples[i].append(record["samples_per_sec"])
                 first_steps[i].append(record["compile_time_s"])
-    return samples, [statistics.median(times) for times in first_steps]
+                others[i].append(record["other_processes_cores"])
+    return samples, [statistics.median(times) for times in first_steps], others
+
+
+def busy_cores(per_sample: list) -> str:
+    """Median cores the other processes kept busy while a configuration's samples ran."""
+    known = [v for v in per_sample if v is not None]
+    return f"{statistics.median(known):.2f}" if known else "-"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,25 +199,29 @@ def run(args: argparse.Namespace) -> int:
     load_before = os.getloadavg()[0]
     separate = any(c.env for c in configs)
     if separate:
-        samples, first_step = child_samples(args, configs, base_env)
+        samples, first_step, others = child_samples(args, configs, base_env)
     else:
         params = spec.init_params(cfg, args.seed, args.dtype)
         n_train = len(dataset.x_train)
-        samples, first_step = in_process_samples(
+        samples, first_step, others = in_process_samples(
             lambda options: backend.trainer(params, cfg, dataset.x_train, dataset.y_train, **options),
             configs, lambda: timing.batch_stream(n_train, args.batch_size, args.seed),
-            timing.other_shapes(n_train, args.batch_size), args.rounds, args.steps, args.warmup)
+            timing.other_shapes(n_train, args.batch_size), args.rounds, args.steps, args.warmup,
+            cpu_probe=sysinfo.cpu_seconds)
     rows = summarise([c.label for c in configs], samples)
-    for row, seconds in zip(rows, first_step, strict=True):
+    for row, seconds, busy in zip(rows, first_step, others, strict=True):
         row["first_step_s"] = seconds
+        row["other_processes_cores"] = busy
     load = {"before": load_before, "after": os.getloadavg()[0]}
     how = "fresh processes, alternating" if separate else "one process, interleaved"
     print(f"{args.backend} {args.device} {args.dtype}, {args.rounds} rounds of {args.steps} steps ({how}), "
           f"1-min load {load['before']:.2f} -> {load['after']:.2f}")
     print(output.markdown_table(
-        ["config", "samples/s (median)", "min-max", "× first", "paired × first", "first step s"],
+        ["config", "samples/s (median)", "min-max", "× first", "paired × first", "first step s",
+         "others' cores"],
         [[r["config"], f"{r['samples_per_sec']:,.1f}", f"{r['min']:,.1f}-{r['max']:,.1f}",
-          f"{r['ratio']:.3f}", f"{r['paired_ratio']:.3f}", f"{r['first_step_s']:.2f}"] for r in rows]))
+          f"{r['ratio']:.3f}", f"{r['paired_ratio']:.3f}", f"{r['first_step_s']:.2f}",
+          busy_cores(r["other_processes_cores"])] for r in rows]))
     if args.json:
         record = {"backend": args.backend, "device": args.device, "dtype": args.dtype, "data": dataset.source,
                   "config": cfg.to_dict(), "batch_size": args.batch_size, "rounds": args.rounds,

@@ -68,7 +68,7 @@ def run_fakes(speeds: dict, rounds: int, slowness=lambda calls: 1.0):
         return trainer
 
     configs = [ab.Config(name, {"name": name}, {}) for name in speeds]
-    samples, first = ab.in_process_samples(make, configs, endless_batches, [], rounds, steps=4, warmup=2,
+    samples, first, _ = ab.in_process_samples(make, configs, endless_batches, [], rounds, steps=4, warmup=2,
                                            clock=clock)
     return samples, first, log
 
