@@ -17,8 +17,10 @@ log(step time) against log(size) gives the exponent k of "step time ~ size^k" an
 A point that runs out of memory, is refused (the child's exit code 2: bad input for that
 backend), fails, or is skipped never stops the sweep; its status says which, in one line. The
 reference is skipped where its memory, estimated from its largest measured point and the growth
-of its (B, P, C, D) expansion, would pass the memory limit; every child is stopped when
-its resident memory passes that limit (--max-memory-gb), so one point cannot take the machine.
+of its (B, P, C, D) expansion, would pass the memory limit (on the CPU; on an accelerator its own
+out-of-memory error is recorded); every child is stopped when its resident memory passes that
+limit (--max-memory-gb), so one point cannot take the machine. The exit code is 0 unless a point
+failed or no point produced a result.
 
 Writes `sweep_<device>.{json,md,png}` into --out (runs/<run id>/ by default, untracked), and each
 point's own `bench time` record under `sweep_<device>/`. The JSON holds:
