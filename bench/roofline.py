@@ -137,9 +137,11 @@ def run(args: argparse.Namespace) -> int:
 
     from bench.kernel_count import count_step
 
-    dataset = data_mod.load_dataset("synthetic:tiny", seed=spec.SEED)
-    sizes = {"n_prompts": args.n_prompts, "d_model": args.d_model, "n_cycles": args.n_cycles}
-    cfg = spec.TromptConfig(n_columns=dataset.n_columns, **sizes)
+    columns = getattr(args, "n_columns", None) or spec.TromptConfig().n_columns
+    dataset = data_mod.load_dataset("synthetic:tiny", seed=spec.SEED, n_columns=columns)
+    sizes = {"n_columns": columns, "n_prompts": args.n_prompts, "d_model": args.d_model,
+             "n_cycles": args.n_cycles}
+    cfg = spec.TromptConfig(**sizes)
     cache: dict[tuple, list[Op]] = {}
 
     def counted(backend: str, options: dict, batch: int, n_cycles: int) -> list[Op]:

@@ -111,12 +111,13 @@ def test_every_device_names_its_sources():
 
 
 def test_a_real_run_writes_estimates_for_every_rung(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "bench", "roofline", "--d-model", "8", "--n-prompts", "8",
-                           "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    done = subprocess.run([sys.executable, "-m", "bench", "roofline", "--n-columns", "37", "--d-model", "8",
+                           "--n-prompts", "8", "--out", str(tmp_path)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert done.returncode == 0, done.stderr
     record = json.loads((tmp_path / "roofline_estimates.json").read_text())
     assert record["kind"] == "roofline estimate"
-    assert record["config"]["d_model"] == 8 and record["config"]["n_prompts"] == 8
+    assert record["config"] == {"n_columns": 37, "n_prompts": 8, "d_model": 8, "n_cycles": 6}
     assert [d["key"] for d in record["devices"]] == [d.key for d in DEVICES]
     assert [r["key"] for r in record["rungs"]] == [r.key for r in roofline.ladder.RUNGS]
     rungs = {r["key"]: r for r in record["rungs"]}
