@@ -89,7 +89,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-cycles", type=cli.positive_int, default=defaults.n_cycles)
     p.add_argument("--max-memory-gb", type=cli.positive_number,
                    default=round(MEMORY_SHARE * machine_memory_gb(), 1),
-                   help=f"stop a point whose process passes this resident memory ({MEMORY_SHARE:.0%} of RAM)")
+                   help=f"stop a point whose process passes this resident memory "
+                        f"({100 * MEMORY_SHARE:.0f}%% of RAM)")
     p.add_argument("--point-timeout", type=cli.positive_number, default=900.0,
                    help="seconds per point at most")
     p.add_argument("--no-floors", action="store_true",
