@@ -41,6 +41,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "calibrate": ("bench.check", "derive the float32 check tolerances from the reference's own rounding"),
     "compare": ("bench.commands", "markdown table of result files with speed ratios"),
     "all": ("bench.run_all", "time every installed backend, one process each (what `make bench` runs)"),
+    "peer": ("bench.peer", "time pytorch-frame's Trompt (another model, not checked) with our protocol"),
     "ab": ("bench.ab", "time configurations of one backend against each other, interleaved in one run"),
     "sweep": ("bench.sweep", "how step time and memory grow with the batch size and the column count"),
     "ladder": ("bench.ladder", "the torch speed-up ladder, every rung timed and checked in one run"),

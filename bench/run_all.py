@@ -16,6 +16,12 @@ what each backend found. Each backend is probed in a child process of its own, b
 framework that opens a device may keep it (JAX holds a TPU until its process ends) and the run
 itself must not hold any framework. `--device X` gives every backend X, as asked.
 
+The peer: when pytorch-frame is installed (the `peer` extra), its Trompt is timed too, by
+`bench peer` in a process of its own on the CPU, as a row labelled "(peer, not our model)": it is
+another model, never checked and never the baseline. It joins a run of every backend (no
+`--backends`) in float32 where something runs on the CPU; `--peer` asks for it in any run,
+`--no-peer` leaves it out.
+
 Results go to an untracked folder of their own (runs/<run id>/ by default), so running the main
 job never changes the repository; the published results/ folder changes only when asked
 (`--out results`).
@@ -33,7 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import backends
-from backends import spec
+from backends import peers, spec
 from bench import cli, output, results, sysinfo
 
 # Further configurations worth a row of their own: torch's fastest exact one compiles the step
@@ -52,6 +58,7 @@ AUTO = "auto"
 # virtualenv, and on a TPU it would compete with JAX for the chips.
 AUTO_PREFERENCE = ("cuda", "gpu", "tpu", "metal", "cpu")
 PROBE_TIMEOUT_S = 180.0
+PEER_FILE = "peer-pytorch-frame-cpu-float32.json"
 Found = tuple[list[str], dict[str, str]]  # usable devices (best first), why each other one is not
 Chosen = dict[str, tuple[str | None, list[str], dict[str, str]]]  # backend -> (device, usable, why)
 
@@ -72,6 +79,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="fresh processes per configuration (the row is the median of theirs)")
     p.add_argument("--single-core", action=argparse.BooleanOptionalAction, default=True,
                    help="also time every CPU configuration on one core, for the multi-core scaling")
+    p.add_argument("--peer", action=argparse.BooleanOptionalAction, default=None,
+                   help="also time pytorch-frame's Trompt (bench peer; another model) on the CPU "
+                        "(default: when installed, in a run of every backend in float32 with a CPU row)")
 
 
 def environment_for(name: str) -> dict[str, str]:
@@ -215,6 +225,7 @@ def run(args: argparse.Namespace) -> int:
         device_of = {n: chosen[n][0] for n in names if chosen[n][0] is not None}
     else:
         device_of = dict.fromkeys(names, args.device)
+    with_peer = peer_wanted(args, device_of)
     run_id = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     out = Path(args.out or f"runs/{run_id}")
     out.mkdir(parents=True, exist_ok=True)
@@ -241,6 +252,14 @@ def run(args: argparse.Namespace) -> int:
             combined = results.combine_processes([results.read_result(path) for path in runs])
             output.write_json(out / f"{label}.json", combined)
             done.append(results.read_result(out / f"{label}.json"))
+    if with_peer:
+        path = out / PEER_FILE
+        cmd = peer_command(args, path)
+        print(f"== peer: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
+        if run_command(cmd, {**environment_for("torch"), "TROMPT_RUN_ID": run_id}) == 0:
+            done.append(results.read_result(path))
+        else:
+            failed.append(path.stem)
     if not done:
         print("error: no backend produced a result", file=sys.stderr)
         return 1
@@ -257,6 +276,33 @@ def run(args: argparse.Namespace) -> int:
         print(f"\nfailed: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def peer_wanted(args: argparse.Namespace, device_of: dict[str, str]) -> bool:
+    """Whether this run times the peer too (see the module docstring); `--peer` where it cannot
+    run is a one-line error before anything is timed."""
+    if args.peer is False:
+        return False
+    if args.peer:
+        if not peers.installed():
+            raise ValueError(f"--peer: {peers.NOT_INSTALLED}")
+        if args.dtype != "float32":
+            raise ValueError(f"--peer: the pytorch-frame peer runs in float32 only, not in {args.dtype}")
+        return True
+    if args.backends or args.dtype != "float32" or "cpu" not in device_of.values():
+        return False
+    if not peers.installed():
+        print(f"note: {peers.NOT_INSTALLED}; no peer row", file=sys.stderr)
+        return False
+    return True
+
+
+def peer_command(args: argparse.Namespace, path: Path) -> list[str]:
+    """The `bench peer` child process. Its steps take seconds, like the reference's: one warm-up
+    step and one step per repeat."""
+    return [sys.executable, "-m", "bench", "peer", "--data", args.data, "--batch-size", str(args.batch_size),
+            "--json", str(path), "--force", "--seconds", str(args.reference_seconds), "--warmup", "1",
+            "--steps", "1"]
 
 
 def time_command(args: argparse.Namespace, name: str, device: str, options: list[str], path: Path,
