@@ -178,6 +178,11 @@ class Trainer(abc.ABC):
         every rank must run the same number of steps, or a collective waits for a finished peer."""
         return value
 
+    def run_notes(self) -> dict[str, Any]:
+        """Facts about this trainer's run that a timing result keeps (its "trainer_notes"), e.g.
+        seconds spent autotuning kernels during warm-up, which the first step's time includes."""
+        return {}
+
     def samples_per_step(self, batch: np.ndarray) -> int:
         """Training rows a step on `batch` consumes (all ranks together)."""
         return len(batch)
