@@ -213,6 +213,7 @@ def time_training(backend_name: str, device: str, dtype: str, dataset: data_mod.
         "peak_memory_mb": device_mem if device_mem is not None else sysinfo.peak_rss_mb(),
         "peak_memory_kind": "device" if device_mem is not None else "host RSS (whole process)",
         "final_loss": float(losses[-1]),
+        "trainer_notes": trainer.run_notes(),
         "equivalence": None,
         # A shared machine's load explains outliers; the run id ties the files of one `bench all`.
         "load_average_1min": {"before": load_before[0], "after": os.getloadavg()[0]},
