@@ -6,7 +6,8 @@ so `bench list`, `bench check` and the default backend set of `bench all` never 
 shares with a backend is the part `bench.timing.time_training` uses: `parse_options`,
 `inexact_options`, `trainer(...)`, `device_name` and `versions`, and a trainer with the timing
 interface of `backends.base.Trainer` (run, sync, losses, samples_per_step, min_warmup_steps,
-agree_max, gradients, peak_memory_mb). So a peer is timed by the very loop that times ours.
+agree_max, gradients, peak_memory_mb, run_notes). So a peer is timed by the very loop that
+times ours.
 
 `bench` reaches the peer only through `load` below, this package's counterpart of
 `backends.load`. Importing this package needs numpy only; `load` imports the framework.

@@ -203,3 +203,6 @@ class PytorchFrameTrainer:
 
     def peak_memory_mb(self) -> float | None:
         return None  # bench measures the process's host memory
+
+    def run_notes(self) -> dict[str, Any]:
+        return {}  # nothing happens inside its steps that their times do not show
