@@ -51,6 +51,20 @@ def test_the_peer_s_parameter_count_is_the_hand_count(cfg):
     assert hand_count(cfg) - spec.n_params(cfg) == cfg.n_cycles * cfg.n_prompts
 
 
+# What a peer deliberately lacks of our Trainer: state, checkpoints and predictions on canonical
+# parameters (bench check and bench train), which another model cannot offer.
+NOT_FOR_A_PEER = {"state", "load_state", "params", "predict", "predict_chunk", "step"}
+
+
+def test_the_peer_trainer_offers_the_rest_of_our_trainer_s_interface():
+    needs_pytorch_frame()
+    from backends.base import Trainer
+    from backends.peers.pytorch_frame import PytorchFrameTrainer
+
+    public = {name for name in dir(Trainer) if not name.startswith("_")}
+    assert public - NOT_FOR_A_PEER <= set(dir(PytorchFrameTrainer)), public - set(dir(PytorchFrameTrainer))
+
+
 def test_the_peer_trains_its_loss_on_fixed_rows_falls():
     needs_pytorch_frame()
     from backends.data import epoch_batches, load_dataset
