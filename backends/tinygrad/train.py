@@ -13,16 +13,20 @@ Devices: "cpu" (tinygrad's CPU device: kernels are C compiled by clang, which mu
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import math
 import shutil
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from tinygrad import Device, Tensor, TinyJit
+from tinygrad import Context, Device, Tensor, TinyJit
+from tinygrad.codegen.opt import search as tinygrad_search
 
 from backends import spec
-from backends.base import Backend, Trainer
+from backends.base import Backend, Option, Trainer
 from backends.spec import stack_cells, unstack_cells
 from backends.tinygrad.model import TINYGRAD_DTYPES, forward, to_numpy, to_tensors
 from backends.tinygrad.parallel import PARALLEL_OPTION
@@ -68,6 +72,45 @@ class TorchAdamW:
         return [*params.values(), *self.m.values(), *self.v.values()]
 
 
+class BeamSearch:
+    """BEAM search for the kernels compiled inside `active()`, and the wall time it took.
+
+    BEAM=n makes tinygrad time candidate loop orders, unrollings and vector widths of each kernel
+    and keep the fastest; the winner is stored in tinygrad's on-disk cache (the CACHEDB file,
+    ~/.cache/tinygrad/cache.db by default), so each kernel is searched once per machine. While it
+    searches, tinygrad lowers kernels in this process and looks `beam_search` up in its module
+    at every call, so wrapping that attribute times every search (cache look-ups included).
+    """
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self.seconds = 0.0
+        self.kernels = 0  # kernels lowered with BEAM, found in the cache or searched
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        if self.width == 0:  # tinygrad's own heuristics, whatever BEAM the environment sets
+            with Context(BEAM=0):
+                yield
+            return
+        search = tinygrad_search.beam_search
+
+        def timed_search(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            self.kernels += 1
+            try:
+                return search(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - start
+
+        tinygrad_search.beam_search = timed_search
+        try:
+            with Context(BEAM=self.width):
+                yield
+        finally:
+            tinygrad_search.beam_search = search
+
+
 def padded_size(rows: int) -> int:
     """Rows a batch of `rows` rows is padded to: the next multiple of spec.BATCH_SIZE."""
     return -(-rows // spec.BATCH_SIZE) * spec.BATCH_SIZE
@@ -97,6 +140,7 @@ class TinygradTrainer(Trainer):
                  options: dict[str, Any]) -> None:
         super().__init__(backend, params, cfg, x_train, y_train, lr, weight_decay, options)
         self.dtype, self.device = backend.dtype, backend.tinygrad_device
+        self.beam = BeamSearch(options["beam"])
         self.x_train = np.ascontiguousarray(x_train, dtype=self.dtype)
         self.y_train = np.ascontiguousarray(y_train, dtype=self.dtype)
         self.params_t = to_tensors(stack_cells(params, cfg), self.dtype, self.device)
@@ -141,7 +185,16 @@ class TinygradTrainer(Trainer):
         row_weight = np.concatenate([np.full(len(idx), 1 / len(idx)), np.zeros(pad)])
         return self._tensor(x), self._tensor(y), self._tensor(row_weight)
 
+    def _kernels(self) -> contextlib.AbstractContextManager:
+        """Every call that may compile kernels runs inside this: the trainer's `beam` option,
+        not the BEAM environment variable, decides how tinygrad optimises them."""
+        return self.beam.active()
+
     def _run(self, batches: list[np.ndarray]) -> None:
+        with self._kernels():
+            self._run_steps(batches)
+
+    def _run_steps(self, batches: list[np.ndarray]) -> None:
         for idx in batches:
             size = padded_size(len(idx))
             if size not in self._jit_steps:  # a new input shape needs its own jit
@@ -152,6 +205,12 @@ class TinygradTrainer(Trainer):
             scalars = self._tensor(np.array([step_size, bias2_rsqrt, self._logged]))
             self._jit_steps[size](*self._batch(idx), scalars)
             self._logged += 1
+
+    def run_notes(self) -> dict[str, Any]:
+        if self.beam.width == 0:
+            return {}
+        return {"beam": self.beam.width, "beam_search_s": self.beam.seconds,
+                "beam_kernels": self.beam.kernels}
 
     def _read_back_losses(self) -> None:
         self._host_losses += self.loss_log.numpy()[:self._logged].tolist()
@@ -168,12 +227,14 @@ class TinygradTrainer(Trainer):
         padded = np.zeros((self.predict_chunk, self.cfg.n_columns), self.dtype)  # one shape: one compilation
         padded[:len(x)] = x
         # .numpy() copies out at once: the jit reuses its output buffer on the next call
-        return self._jit_forward(self._tensor(padded)).numpy()[:len(x)]
+        with self._kernels():
+            return self._jit_forward(self._tensor(padded)).numpy()[:len(x)]
 
     def _gradients(self, rows: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
         loss = self._loss(*self._batch(rows))  # the step's loss and padding: the step's kernels
         grads = self._grads(loss)
-        Tensor.realize(loss, *grads.values())
+        with self._kernels():
+            Tensor.realize(loss, *grads.values())
         return loss.item(), unstack_cells(to_numpy(grads), self.cfg)
 
     def params(self) -> dict[str, np.ndarray]:
@@ -203,7 +264,11 @@ class TinygradBackend(Backend):
     name = "tinygrad"
     devices = tuple(TINYGRAD_DEVICES)
     trainer_class = TinygradTrainer
-    options = (PARALLEL_OPTION,)
+    options = (
+        Option("beam", int, 0, "BEAM search width for every kernel (0: tinygrad's hand-coded "
+               "heuristics); searched once, then read from tinygrad's on-disk cache (CACHEDB)", minimum=0),
+        PARALLEL_OPTION,
+    )
 
     @property
     def tinygrad_device(self) -> str:

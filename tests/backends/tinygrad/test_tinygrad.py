@@ -113,3 +113,53 @@ def test_bad_inputs_are_one_line_value_errors():
         with pytest.raises(ValueError, match=message) as info:
             call()
         assert "\n" not in str(info.value)
+
+
+def test_beam_search_is_timed_and_undone(monkeypatch):
+    """BeamSearch sets tinygrad's BEAM for what runs inside, adds the time each kernel search
+    takes (a fake clock here: 5 s per search) and puts tinygrad's search function back after."""
+    from tinygrad.codegen.opt import search as tinygrad_search
+    from tinygrad.helpers import BEAM
+
+    from backends.tinygrad import train
+
+    now = [0.0]
+    monkeypatch.setattr(train.time, "perf_counter", lambda: now[0])
+
+    def fake_search(*args, **kwargs):
+        now[0] += 5.0
+        return "searched"
+
+    monkeypatch.setattr(tinygrad_search, "beam_search", fake_search)
+    beam = train.BeamSearch(2)
+    with beam.active():
+        assert BEAM.value == 2
+        assert tinygrad_search.beam_search() == "searched" and tinygrad_search.beam_search() == "searched"
+    assert beam.seconds == 10.0 and beam.kernels == 2
+    assert tinygrad_search.beam_search is fake_search
+    with Context(BEAM=3), train.BeamSearch(0).active():
+        assert BEAM.value == 0  # the option decides, not an outer BEAM setting
+
+
+@pytest.mark.slow
+def test_beam_search_runs_on_a_real_kernel_and_computes_the_same():
+    """A real BEAM=1 search goes through the timed wrapper (or its cache look-up does) and the
+    kernel it picks computes what numpy does."""
+    from backends.tinygrad import train
+
+    a = np.arange(12 * 33, dtype=np.float32).reshape(12, 33) / 100
+    beam = train.BeamSearch(1)
+    with beam.active():
+        got = (Tensor(a) * 2 + 1).sum(axis=1).numpy()
+    assert beam.kernels >= 1
+    np.testing.assert_allclose(got, (a * 2 + 1).sum(axis=1), rtol=1e-6)
+
+
+def test_beam_option_is_checked_and_noted():
+    params, x, y = problem(rows=4)
+    b = backends.load("tinygrad")
+    with pytest.raises(ValueError, match="beam must be >= 0"):
+        b.trainer(params, CFG, x, y, beam=-1)
+    assert b.trainer(params, CFG, x, y).run_notes() == {}
+    assert b.trainer(params, CFG, x, y, beam="2").run_notes() == {"beam": 2, "beam_search_s": 0.0,
+                                                                     "beam_kernels": 0}
