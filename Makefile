@@ -57,6 +57,8 @@ else ifneq ($(UV),)
 else
 	$(INSTALL) -r $(LOCK) $(BUILD_REQ)
 endif
+	# the peer model of `bench peer` without pyarrow, which it declares but never imports
+	$(INSTALL) --no-deps $$(grep -o 'pytorch-frame==[0-9.]*' pyproject.toml)
 	$(INSTALL) --no-deps --no-build-isolation -e .
 	@rm -f $(VENV)/.stamp-*
 	@touch $@
