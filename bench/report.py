@@ -34,6 +34,7 @@ from bench.results import (
     label,
     number,
     read_result,
+    scaling_lines,
     setting_key,
     speed_text,
     spread_text,
@@ -223,6 +224,9 @@ def render_section(groups: dict[str, dict[tuple, list[dict]]], ladders: list[dic
         for key, rows in settings.items():
             commits = sorted({str(r.get("git_commit")) for r in rows})
             lines += ["", f"{setting_text(key)}; commit {', '.join(commits)}.", "", markdown_table(rows)]
+            scaling = scaling_lines(rows)
+            if scaling:
+                lines += ["", *(f"- {line}" for line in scaling)]
             if any(is_peer(r) for r in rows):
                 lines += ["", PEER_NOTE]
         if device in charts:

@@ -174,3 +174,19 @@ def comparison_table(records: list[dict], baseline: dict) -> str:
               "file"]
     devices = "; ".join(sorted({str(r.get("device_name", "?")) for r in records}))
     return output.markdown_table(header, rows, "llrrrrrrrrll") + f"\n\nDevice: {devices}"
+
+
+def scaling_lines(done: list[dict]) -> list[str]:
+    """What the other cores add: each configuration's speed on all cores over its speed on one."""
+    def key(r: dict) -> tuple:
+        return r["backend"], r.get("device"), json.dumps(r.get("options_given") or {}, sort_keys=True)
+
+    single = {key(r): r for r in done if r.get("cores") == 1 and (r.get("cores_machine") or 1) > 1}
+    lines = []
+    for r in done:
+        one = single.get(key(r))
+        if one is not None and r is not one and (r.get("cores") or 0) > 1:
+            fast, slow = r["samples_per_sec"], one["samples_per_sec"]
+            lines.append(f"multi-core scaling: {label(r)} {fast / slow:.2f}x on {r['cores']} cores "
+                         f"over 1 ({speed_text(fast)} vs {speed_text(slow)} samples/s)")
+    return lines

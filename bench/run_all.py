@@ -264,7 +264,7 @@ def run(args: argparse.Namespace) -> int:
         print("error: no backend produced a result", file=sys.stderr)
         return 1
     table = results.comparison_table(done, results.pick_baseline(done))
-    scaling = scaling_lines(done)
+    scaling = results.scaling_lines(done)
     output.write_text(out / "bench_table.md", table + "\n" + "".join(f"\n{line}" for line in scaling)
                       + ("\n" if scaling else ""))
     print()
@@ -322,19 +322,3 @@ def time_command(args: argparse.Namespace, name: str, device: str, options: list
     if device == "xla" and "PJRT_DEVICE" not in env:  # a TPU VM has /dev/accel*; else the CPU
         env["PJRT_DEVICE"] = "TPU" if list(Path("/dev").glob("accel*")) else "CPU"
     return cmd, env
-
-
-def scaling_lines(done: list[dict]) -> list[str]:
-    """What the other cores add: each configuration's speed on all cores over its speed on one."""
-    def key(r: dict) -> tuple:
-        return r["backend"], r.get("device"), json.dumps(r.get("options_given") or {}, sort_keys=True)
-
-    single = {key(r): r for r in done if r.get("cores") == 1 and (r.get("cores_machine") or 1) > 1}
-    lines = []
-    for r in done:
-        one = single.get(key(r))
-        if one is not None and r is not one and (r.get("cores") or 0) > 1:
-            fast, slow = r["samples_per_sec"], one["samples_per_sec"]
-            lines.append(f"multi-core scaling: {results.label(r)} {fast / slow:.2f}x on {r['cores']} cores "
-                         f"over 1 ({results.speed_text(fast)} vs {results.speed_text(slow)} samples/s)")
-    return lines

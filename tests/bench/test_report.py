@@ -222,3 +222,19 @@ def test_the_committed_report_regenerates_from_the_committed_results(tmp_path, m
     monkeypatch.chdir(root)  # the report names its results folder as given: `results`
     assert main(["report", "--results", "results", "--out", str(out)]) == 0
     assert out.read_text() == (root / "docs" / "REPORT.md").read_text()
+
+
+def test_single_core_rows_are_labelled_compared_with_their_own_reference_and_scaled(tmp_path):
+    res = tmp_path / "results"
+    cores = {"cores": 2, "cores_machine": 2}
+    one = {"cores": 1, "cores_machine": 2}
+    write(res, "ref.json", {**result("reference", 1.0), **cores})
+    write(res, "ref-1core.json", {**result("reference", 0.8), **one})
+    write(res, "jax.json", {**result("jax", 300.0), **cores})
+    write(res, "jax-1core.json", {**result("jax", 200.0), **one})
+    out = tmp_path / "REPORT.md"
+    assert report(res, out) == 0
+    rows = {row[0]: row for row in tables(out)["Machine A"]}
+    assert rows["jax float32 on 1 of 2 cores"][2] == "250.00"  # 200 / 0.8: the one-core reference
+    assert rows["jax float32"][2] == "300.00"
+    assert "- multi-core scaling: jax float32 1.50x on 2 cores over 1 (300.0 vs 200.0 samples/s)" in section(out)
