@@ -13,7 +13,10 @@ under torchrun, over every GPU or over --cpu-ranks gloo processes.
 Writes `ladder_torch_<device>.{json,md,png}` (`ladder_torch_<device>_smoke.*` with --smoke) into
 --out: runs/<run id>/ by default (untracked); `--out results` publishes. Rungs that need hardware
 this machine lacks stay in the table as "skipped: ...". Timings on a shared machine are noisy:
-compare rows of one run, never across runs.
+compare rows of one run, never across runs. All rungs run in one process, on purpose: their ratios
+are then measured under the same conditions. Whether a process can settle in a slower mode for
+its whole life (torch.compile's has been seen to) is what `bench all` measures, with every
+configuration in several fresh processes and the spread between them in its table.
 """
 
 from __future__ import annotations
