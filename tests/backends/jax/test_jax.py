@@ -259,9 +259,12 @@ def test_the_cpu_flag_is_not_added_once_jax_is_imported(monkeypatch):
     assert os.environ["XLA_FLAGS"] == ""
 
 
+# Two emulated devices are two threads of one process: on a loaded 2-core machine one can reach
+# an all-reduce more than XLA's default 40 s after the other, and XLA then aborts the process.
 MULTI_DEVICE_SCRIPT = textwrap.dedent("""
     import json, os, sys
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    os.environ["XLA_FLAGS"] = ("--xla_force_host_platform_device_count=2 "
+                               "--xla_cpu_collective_call_terminate_timeout_seconds=600")
     sys.path.insert(0, sys.argv[1])
     import numpy as np
     import backends
