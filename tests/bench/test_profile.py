@@ -1,0 +1,47 @@
+"""bench/profile.py's reading of `perf script` text, on hand-written samples in both of perf's
+layouts (one line per sample; thread id, then the call chain)."""
+
+import pytest
+
+from bench import profile
+
+ONE_LINE = """\
+   101     7f00aa sgemm_kernel (/usr/lib/libopenblas.so.0)
+   101     7f00ab sgemm_kernel (/usr/lib/libopenblas.so.0)
+   101     7f00ac add_kernel (/tmp/perf-99.map)
+   101 ffffffff81 do_sched_yield ([kernel.kallsyms])
+   102     7f00ad memset (/usr/lib/libc.so.6)
+"""
+
+CALL_CHAINS = """\
+7
+\t    7f00aa sgemm_kernel (/usr/lib/libopenblas.so.0)
+\t    7f00b0 caller_in_mlx (/site-packages/mlx/lib/libmlx.so)
+
+7
+\t    7f00ac [unknown] ([unknown])
+\t    7f00b0 caller_in_mlx (/site-packages/mlx/lib/libmlx.so)
+
+8
+\t    7f00b1 op (/site-packages/mlx/lib/libmlx.so)
+"""
+
+
+def test_one_line_samples_by_thread_and_library():
+    shares = profile.thread_shares(ONE_LINE)
+    # thread 101: 4 of 5 samples: 2 GEMM, 1 JIT code, 1 kernel; thread 102: 1 sample in libc
+    assert [(tid, share) for tid, share, _ in shares] == [("101", pytest.approx(0.8)), ("102", pytest.approx(0.2))]
+    assert dict(shares[0][2]) == {"libopenblas.so.0": 0.5, "JIT code": 0.25, "[kernel]": 0.25}
+    assert shares[1][2] == [("libc.so.6", 1.0)]
+
+
+def test_only_the_first_frame_of_a_call_chain_counts():
+    shares = profile.thread_shares(CALL_CHAINS)
+    assert shares[0][0] == "7" and shares[0][1] == pytest.approx(2 / 3)
+    assert dict(shares[0][2]) == {"libopenblas.so.0": 0.5, "JIT code": 0.5}  # the libmlx callers do not count
+    assert shares[1] == ("8", pytest.approx(1 / 3), [("libmlx.so", 1.0)])
+
+
+def test_long_library_names_are_cut():
+    name = profile.library_name("/tmp/mlx/libGf4IAddABHf4IMultiplyCDIf4IAddGHJf4IAddIHKf4IBroadcast_contiguous.so")
+    assert len(name) == 48 and name.endswith("...")
