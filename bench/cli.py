@@ -44,6 +44,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "peer": ("bench.peer", "time pytorch-frame's Trompt (another model, not checked) with our protocol"),
     "ab": ("bench.ab", "time configurations of one backend against each other, interleaved in one run"),
     "sweep": ("bench.sweep", "how step time and memory grow with the batch size and the column count"),
+    "profile": ("bench.profile", "where a backend's steady steps spend CPU time, per thread (Linux perf)"),
     "ladder": ("bench.ladder", "the torch speed-up ladder, every rung timed and checked in one run"),
     "report": ("bench.report", "rebuild the results section of docs/REPORT.md from result files"),
     "minitorch": ("bench.minitorch_bench", "time minitorch's fast ops against its simple ops and numpy"),
