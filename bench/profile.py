@@ -75,6 +75,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     cli.add_model_args(p)
     p.add_argument("--seconds", type=cli.positive_number, default=12.0, help="how long perf samples")
     p.add_argument("--warmup", type=cli.positive_int, default=3, help="steps before sampling starts")
+    p.add_argument("--steps-per-run", type=cli.positive_int, default=16,
+                   help="batches per Trainer.run call, as in a timed repeat (JAX fuses them into scans)")
     p.add_argument("--threads", type=cli.positive_int, default=4, help="threads shown, busiest first")
 
 
@@ -102,9 +104,9 @@ def run(args: argparse.Namespace) -> int:
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         steps = 0
         while record.poll() is None:  # train while perf samples this process
-            trainer.run([next(stream)])
+            trainer.run([next(stream) for _ in range(args.steps_per_run)])
             trainer.sync()
-            steps += 1
+            steps += args.steps_per_run
         if record.returncode != 0:
             tail = (record.stderr.read().strip().splitlines() or [f"exit code {record.returncode}"])[-1]
             raise ValueError(f"perf record failed: {tail}")
