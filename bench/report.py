@@ -25,6 +25,7 @@ import re
 import sys
 from pathlib import Path
 
+from bench import ladder as bench_ladder
 from bench import output, roofline, sweep_view
 from bench.results import (
     SPREAD_HEADER,
@@ -239,6 +240,9 @@ def render_section(groups: dict[str, dict[tuple, list[dict]]], ladders: list[dic
             lines.append(f"- `{ladder['_file']}`: {ladder.get('ladder')} on {ladder.get('device_name', '?')} "
                          f"({ladder.get('device', '?')}){smoke}; table `{stem}.md`, chart `{stem}.png` "
                          f"in `{results_dir.as_posix()}/`.")
+        for ladder in ladders:  # the full table of each real (not smoke) ladder, as its run wrote it
+            if not ladder.get("smoke") and isinstance(ladder.get("machine_peaks"), dict):
+                lines += ["", f"#### `{ladder['_file']}`", "", bench_ladder.markdown(ladder).rstrip("\n")]
     for sweep in sweeps or []:  # `bench sweep`: its table, laws and chart (charts[its file name])
         lines += ["", sweep_view.markdown(sweep, charts[sweep["_file"]], level=3).rstrip("\n")]
     lines += roofline_lines(results_dir)

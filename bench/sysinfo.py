@@ -16,16 +16,22 @@ __all__ = ["cpu_name", "cpu_seconds", "git_commit", "peak_rss_mb", "pin_to_cores
 FRAMEWORKS = ("torch", "jax", "mlx", "tinygrad")
 
 
-def git_commit() -> str | None:
+def git_commit(where: Path | None = None) -> str | None:
+    """The short commit of the checkout holding `where` (default: this project's), "-dirty" when
+    its tracked files differ from it."""
+    where = where or Path(__file__).resolve().parent
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent, timeout=10)
+                             cwd=where, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
     if out.returncode != 0:
         return None
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                           text=True, cwd=Path(__file__).resolve().parent, timeout=10).stdout.strip()
+    # "-dirty": a tracked file differs from the commit, except under results/, which a run
+    # publishing with `--out results` rewrites itself (its own earlier files must not mark it).
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                            ":(top,exclude)results"], capture_output=True, text=True,
+                           cwd=where, timeout=10).stdout.strip()
     return out.stdout.strip() + ("-dirty" if dirty else "")
 
 

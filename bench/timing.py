@@ -63,11 +63,12 @@ def measure(trainer: backends.Trainer, stream: Iterator[np.ndarray], warmup: int
     """Warm up on up to `warmup` training steps of the stream (one per call) and on the other batch
     `shapes`, then time `repeats` runs of `steps` batches each.
 
-    Without `steps`, `seconds` bounds the whole: warm-up stops early once it has used half of it
-    (the first step, which compiles, always runs), and the repeats share what is left, at least one
-    step each; fewer than MIN_TIMED_STEPS per repeat is reported. `cpu_probe` returns (CPU seconds
-    the whole machine has used, CPU seconds this process has used), to tell how busy others kept
-    the machine during the timed repeats."""
+    Without `steps`, `seconds` bounds the warm-up steps and the repeats: warm-up stops early once
+    it has used half of it (the first step, which compiles, always runs), and the repeats share what
+    is left, at least one step each; fewer than MIN_TIMED_STEPS per repeat is reported. The other
+    shapes' compilation (torch_xla: ~24 s on 2 cores) is timed apart and not taken from it.
+    `cpu_probe` returns (CPU seconds the whole machine has used, CPU seconds this process has
+    used), to tell how busy others kept the machine during the timed repeats."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     if steps is not None and steps < 1:
@@ -86,7 +87,8 @@ def measure(trainer: backends.Trainer, stream: Iterator[np.ndarray], warmup: int
         trainer.run([next(stream)])
         trainer.sync()
         warm_times.append(clock() - t0)
-    shape_times = []
+    warm_elapsed = clock() - start
+    shape_times = []  # reported apart; their compilation does not shorten the timed repeats
     for rows in shapes:
         t0 = clock()
         trainer.gradients(rows)
@@ -95,7 +97,7 @@ def measure(trainer: backends.Trainer, stream: Iterator[np.ndarray], warmup: int
     budgeted = steps is None
     if budgeted:
         est_step = trainer.agree_max(min(warm_times))  # ranks of a multi-process run must agree
-        remaining = max(seconds - trainer.agree_max(clock() - start), 0.0)
+        remaining = max(seconds - trainer.agree_max(warm_elapsed), 0.0)
         steps = max(1, math.floor(remaining / repeats / max(est_step, 1e-9)))
 
     rates, step_ms, samples = [], [], []

@@ -115,6 +115,14 @@ def test_the_budget_covers_warmup_and_the_repeats_share_what_is_left():
     assert not out["too_few_steps"]
 
 
+def test_compiling_the_other_shapes_does_not_shorten_the_repeats():
+    clock = FakeClock()  # each new shape compiles for 10 s: the first step and the short batch
+    out = timing.measure(FakeTrainer(clock, compile_cost=10.0), stream_of((8,)), 3, repeats=3, steps=None,
+                         seconds=40.1, clock=clock, shapes=[np.arange(3)])
+    assert out["warmup_steps"] == 3 and out["warmup_other_shapes_s"] == [pytest.approx(10.03)]
+    assert out["steps_per_repeat"] == 124  # (40.1 s - 10.24 s of warm-up steps) / 3 / 0.08 s
+
+
 def test_a_slow_first_step_ends_warmup_and_too_few_steps_are_reported():
     clock = FakeClock()
     out = timing.measure(FakeTrainer(clock), stream_of((8,)), 3, repeats=3, steps=None, seconds=4.0,

@@ -1,0 +1,33 @@
+"""What a result records about where it came from: the commit, and whether the code differed."""
+
+import subprocess
+from pathlib import Path
+
+from bench import sysinfo
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout
+
+
+def test_git_commit_is_dirty_for_code_changes_but_not_for_results(tmp_path):
+    repo = tmp_path / "project"
+    (repo / "bench").mkdir(parents=True)
+    (repo / "results").mkdir()
+    (repo / "bench" / "code.py").write_text("x = 1\n")
+    (repo / "results" / "speed.json").write_text("{}\n")
+    git(repo, "init", "-q")
+    git(repo, "add", ".")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "first")
+    short = git(repo, "rev-parse", "--short", "HEAD").strip()
+    where = repo / "bench"  # asked from a subfolder, as bench/sysinfo.py asks
+    assert sysinfo.git_commit(where) == short
+    (repo / "results" / "speed.json").write_text('{"samples_per_sec": 1}\n')  # a run publishing
+    (repo / "results" / "new.json").write_text("{}\n")
+    assert sysinfo.git_commit(where) == short
+    (repo / "bench" / "code.py").write_text("x = 2\n")
+    assert sysinfo.git_commit(where) == f"{short}-dirty"
+
+
+def test_git_commit_outside_a_repository_is_none(tmp_path):
+    assert sysinfo.git_commit(tmp_path) is None
