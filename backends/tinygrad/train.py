@@ -216,6 +216,12 @@ class TinygradTrainer(Trainer):
         self._host_losses += self.loss_log.numpy()[:self._logged].tolist()
         self._logged = 0
 
+    def min_warmup_steps(self) -> int:
+        """TinyJit's first call runs and compiles and its second records the kernels; replays,
+        the steady speed, start at the third. Two warm-up steps, so a timed repeat never holds
+        the recording call."""
+        return 2
+
     def sync(self) -> None:
         # Device work is queued asynchronously on GPUs; a tiny read of the log waits for it.
         self.loss_log[0].item()

@@ -163,3 +163,17 @@ def test_beam_option_is_checked_and_noted():
     assert b.trainer(params, CFG, x, y).run_notes() == {}
     assert b.trainer(params, CFG, x, y, beam="2").run_notes() == {"beam": 2, "beam_search_s": 0.0,
                                                                      "beam_kernels": 0}
+
+
+def test_timing_warm_up_covers_the_jit_recording_call():
+    # With no time budget left after the first step, warm-up still takes the trainer's minimum:
+    # TinyJit's recording call (the second) is never inside a timed repeat.
+    from bench import timing
+
+    params, x, y = problem(rows=24)
+    trainer = backends.load("tinygrad", device="cpu", dtype="float32").trainer(params, CFG, x, y)
+    stream = timing.batch_stream(len(x), 8, seed=0)
+    out = timing.measure(trainer, stream, warmup=1, repeats=1, steps=None, seconds=1e-9)
+    assert trainer.min_warmup_steps() == 2 and out["warmup_steps"] == 2
+    jit = next(iter(trainer._jit_steps.values()))
+    assert jit.cnt >= 2  # the TinyJit has recorded: what follows are replays
