@@ -390,13 +390,23 @@ class Backend(abc.ABC):
         return {k: new_state[f"param/{k}"] for k in spec.param_names(cfg)}, trainer.losses()
 
 
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo (Linux), else what `platform` knows, and the core count."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+def cpu_name(cpuinfo: str | None = None) -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else what `platform` knows, with the core count
+    and the widest vector unit it reports ("AMD EPYC (2 cores, AVX-512)"): one VM model name can
+    stand for CPUs of different generations, whose speeds differ."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        except OSError:
+            cpuinfo = ""
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
+                  if line.startswith("model name")), platform.processor() or platform.machine())
+    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines()
+                      if line.startswith("flags")), []))
+    vector = next((name for flag, name in CPU_VECTOR_UNITS if flag in flags), None)
+    return f"{model} ({os.cpu_count()} cores" + (f", {vector})" if vector else ")")
+
+
+# /proc/cpuinfo flag -> the name a result shows, widest first.
+CPU_VECTOR_UNITS = (("amx_tile", "AVX-512 + AMX"), ("avx512f", "AVX-512"), ("avx2", "AVX2"))

@@ -31,3 +31,14 @@ def test_git_commit_is_dirty_for_code_changes_but_not_for_results(tmp_path):
 
 def test_git_commit_outside_a_repository_is_none(tmp_path):
     assert sysinfo.git_commit(tmp_path) is None
+
+
+def test_cpu_name_names_the_model_the_cores_and_the_widest_vector_unit():
+    cores = __import__("os").cpu_count()
+    epyc_avx2 = "processor : 0\nmodel name : AMD EPYC\nflags : fpu sse2 avx avx2 fma\n"
+    epyc_avx512 = "model name : AMD EPYC\nflags : fpu avx2 avx512f avx512bw avx512_bf16\n"
+    xeon_amx = "model name : Intel(R) Xeon(R)\nflags : avx2 avx512f amx_bf16 amx_tile\n"
+    assert sysinfo.cpu_name(epyc_avx2) == f"AMD EPYC ({cores} cores, AVX2)"
+    assert sysinfo.cpu_name(epyc_avx512) == f"AMD EPYC ({cores} cores, AVX-512)"
+    assert sysinfo.cpu_name(xeon_amx) == f"Intel(R) Xeon(R) ({cores} cores, AVX-512 + AMX)"
+    assert sysinfo.cpu_name("model name : Old CPU\nflags : fpu sse2\n") == f"Old CPU ({cores} cores)"
