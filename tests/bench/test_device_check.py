@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bench import device_check as dc
-from bench import run_all
+from bench import device_machine, run_all
 
 ROOT = Path(__file__).resolve().parents[2]
 EVERY_BACKEND_ON_CUDA = {"reference": ("cuda", "cpu"), "torch": ("cuda", "cpu"), "jax": ("gpu", "cpu"),
@@ -157,15 +157,16 @@ def fake_probes(monkeypatch, gpus: list[str], usable: dict[str, tuple[str, ...]]
     monkeypatch.setattr(run_all, "probe", lambda name, dtype: (
         list(usable[name]), {"cuda": "device 'cuda' requested but torch sees no CUDA GPU"}
         if "cuda" not in usable[name] and name == "torch" else {}))
-    monkeypatch.setattr(dc, "child_json", lambda code, env=None: facts.get("torch" if "torch" in code else "jax"))
-    for name in dc.TPU_VARIABLES:
+    monkeypatch.setattr(device_machine, "child_json",
+                        lambda code, env=None: facts.get("torch" if "torch" in code else "jax"))
+    for name in device_machine.TPU_VARIABLES:
         monkeypatch.delenv(name, raising=False)
 
 
 def test_detect_one_gpu_from_nvidia_smi_and_the_probes(monkeypatch):
     fake_probes(monkeypatch, ["NVIDIA H200"], EVERY_BACKEND_ON_CUDA,
                 {"torch": {"count": 1, "bf16": True}, "jax": {"gpu": 1, "tpu": []}})
-    machine = dc.detect()
+    machine = device_machine.detect()
     assert (machine.gpus, machine.cuda_devices, machine.bf16, machine.jax_gpus, machine.tpus) == (
         ("NVIDIA H200",), 1, True, 1, ())
     assert machine.usable == EVERY_BACKEND_ON_CUDA and machine.problems() == []
@@ -174,7 +175,7 @@ def test_detect_one_gpu_from_nvidia_smi_and_the_probes(monkeypatch):
 def test_a_gpu_that_torch_cannot_use_is_a_problem_that_fails_the_run(monkeypatch, tmp_path):
     fake_probes(monkeypatch, ["NVIDIA H200"], {"torch": ("cpu",), "jax": ("gpu", "cpu")},
                 {"jax": {"gpu": 1, "tpu": []}})
-    machine = dc.detect()
+    machine = device_machine.detect()
     assert machine.cuda_devices == 0 and machine.can("jax", "gpu")
     assert len(machine.problems()) == 1 and "torch cannot use CUDA" in machine.problems()[0]
     assert not [s for s in dc.build_plan(machine, tmp_path) if "check-torch" in s.key or s.kind == "ladder"]
@@ -189,10 +190,10 @@ def test_no_gpu_and_no_tpu_hint_imports_nothing(monkeypatch):
 
     fake_probes(monkeypatch, [], {}, {})
     monkeypatch.setattr(run_all, "probe", no_probe)
-    monkeypatch.setattr(dc.glob, "glob", lambda pattern: [])
-    assert dc.detect() == dc.Machine()
+    monkeypatch.setattr(device_machine.glob, "glob", lambda pattern: [])
+    assert device_machine.detect() == dc.Machine()
     monkeypatch.setenv("TPU_NAME", "local")
-    assert dc.tpu_hint() == "TPU_NAME"
+    assert device_machine.tpu_hint() == "TPU_NAME"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -339,9 +340,9 @@ def test_cpu_only_machine_says_so_in_one_line_and_exits_0(tmp_path):
     tools.mkdir()
     (tools / "nvidia-smi").write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed' >&2\nexit 9\n")
     (tools / "nvidia-smi").chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if k not in dc.TPU_VARIABLES}
+    env = {k: v for k, v in os.environ.items() if k not in device_machine.TPU_VARIABLES}
     env["PATH"] = f"{tools}{os.pathsep}{env.get('PATH', '')}"
-    if dc.tpu_hint() and not any(os.environ.get(k) for k in dc.TPU_VARIABLES):
+    if device_machine.tpu_hint() and not any(os.environ.get(k) for k in device_machine.TPU_VARIABLES):
         pytest.skip("this machine has TPU-like device files")
     done = subprocess.run([sys.executable, "-m", "bench.device_check"], capture_output=True, text=True,
                           env=env, cwd=tmp_path, timeout=60)
