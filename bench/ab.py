@@ -174,10 +174,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", action="append", default=[], metavar="'KEY=VALUE ...'",
                    help="one configuration (repeat it, at least twice); the first is the baseline; "
                         "'' is the defaults")
-    p.add_argument("--data", default="synthetic:small")
-    p.add_argument("--batch-size", type=cli.positive_int, default=spec.BATCH_SIZE)
-    p.add_argument("--seed", type=cli.count, default=spec.SEED)
-    cli.add_model_args(p)
+    cli.add_data_args(p)
     p.add_argument("--rounds", type=cli.positive_int, default=5, help="samples per configuration")
     p.add_argument("--steps", type=cli.positive_int, default=20, help="timed steps per sample")
     p.add_argument("--warmup", type=cli.positive_int, default=3, help="untimed steps before the first sample")

@@ -144,13 +144,18 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
     add_trainer_args(p)
+    add_data_args(p)
+    add_output_args(p)
+
+
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    """The data, the batch size, the seed and the model's sizes."""
     p.add_argument("--data", default="synthetic:small",
                    help="synthetic:tiny|small|full, or a directory with train.pt/val.pt or train.npz/val.npz")
     p.add_argument("--batch-size", type=positive_int, default=spec.BATCH_SIZE,
                    help="8 is the original protocol; another size is not the original computation")
     p.add_argument("--seed", type=count, default=spec.SEED)
     add_model_args(p)
-    add_output_args(p)
 
 
 def add_output_args(p: argparse.ArgumentParser) -> None:

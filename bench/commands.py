@@ -15,16 +15,22 @@ from backends import spec
 from bench import cli, output
 
 
+def add_timing_args(p: argparse.ArgumentParser, seconds: float, warmup: int, first_step: str) -> None:
+    """--steps, --seconds, --warmup and --repeats of bench.timing.measure, with these defaults;
+    `first_step` says what the first warm-up step carries."""
+    p.add_argument("--steps", type=cli.positive_int, default=None,
+                   help="timed steps per repeat (default: as many as --seconds allows)")
+    p.add_argument("--seconds", type=cli.positive_number, default=seconds,
+                   help="time budget for the warm-up steps and the timed repeats")
+    p.add_argument("--warmup", type=cli.positive_int, default=warmup,
+                   help=f"untimed steps first (plus the short last batch); {first_step}")
+    p.add_argument("--repeats", type=cli.positive_int, default=3)
+
+
 def add_time(p: argparse.ArgumentParser) -> None:
     cli.add_backend_args(p)
     cli.add_run_args(p)
-    p.add_argument("--steps", type=cli.positive_int, default=None,
-                   help="timed steps per repeat (default: as many as --seconds allows)")
-    p.add_argument("--seconds", type=cli.positive_number, default=20.0,
-                   help="time budget for the timed repeats")
-    p.add_argument("--warmup", type=cli.positive_int, default=3,
-                   help="untimed steps first (plus the short last batch); the first is the compile time")
-    p.add_argument("--repeats", type=cli.positive_int, default=3)
+    add_timing_args(p, seconds=20.0, warmup=3, first_step="the first is the compile time")
     p.add_argument("--check", action="store_true",
                    help="also check this exact configuration against the float64 reference and record it")
     p.add_argument("--machine-peaks", default=None, metavar="PATH",

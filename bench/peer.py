@@ -28,13 +28,7 @@ DEFAULT_SECONDS = 60.0  # a step of batch 8 takes seconds: the peer, like our re
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     cli.add_run_args(p)  # --opt and --parallel too, which the peer refuses: it has no options
-    p.add_argument("--steps", type=cli.positive_int, default=None,
-                   help="timed steps per repeat (default: as many as --seconds allows)")
-    p.add_argument("--seconds", type=cli.positive_number, default=DEFAULT_SECONDS,
-                   help="time budget for the warm-up and the timed repeats")
-    p.add_argument("--warmup", type=cli.positive_int, default=1,
-                   help="untimed steps first (plus the short last batch); nothing compiles")
-    p.add_argument("--repeats", type=cli.positive_int, default=3)
+    commands.add_timing_args(p, seconds=DEFAULT_SECONDS, warmup=1, first_step="nothing compiles")
     p.add_argument("--count-params", action="store_true",
                    help="print both models' parameter counts, by module, and stop")
 

@@ -69,10 +69,7 @@ def thread_shares(perf_script: str) -> list[tuple[str, float, list[tuple[str, fl
 def add_arguments(p: argparse.ArgumentParser) -> None:
     cli.add_backend_args(p)
     cli.add_trainer_args(p)
-    p.add_argument("--data", default="synthetic:small")
-    p.add_argument("--batch-size", type=cli.positive_int, default=spec.BATCH_SIZE)
-    p.add_argument("--seed", type=cli.count, default=spec.SEED)
-    cli.add_model_args(p)
+    cli.add_data_args(p)
     p.add_argument("--seconds", type=cli.positive_number, default=12.0, help="how long perf samples")
     p.add_argument("--warmup", type=cli.positive_int, default=3, help="steps before sampling starts")
     p.add_argument("--steps-per-run", type=cli.positive_int, default=16,
