@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     seconds = args.seconds or (1.0 if args.smoke else 20.0)
     dataset = data_mod.load_dataset(data, seed=spec.SEED)
     cfg = spec.TromptConfig(n_columns=dataset.n_columns, **(SMOKE_SIZES if args.smoke else {}))
-    threads = args.threads or int(os.environ.get("OMP_NUM_THREADS") or len(os.sched_getaffinity(0)) or 1)
+    threads = args.threads or int(os.environ.get("OMP_NUM_THREADS") or sysinfo.cores_in_use() or 1)
     torch.set_num_threads(threads)  # the reference's threads; the torch rungs get them as an option
     run_id = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     wanted = {"reference", *(args.only or KEYS)}

@@ -251,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             combined = results.combine_processes([results.read_result(path) for path in runs])
             output.write_json(out / f"{label}.json", combined)
-            done.append(results.read_result(out / f"{label}.json"))
+            done.append({**combined, "_file": f"{label}.json"})
     if with_peer:
         path = out / PEER_FILE
         cmd = peer_command(args, path)
@@ -265,8 +265,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     table = results.comparison_table(done, results.pick_baseline(done))
     scaling = results.scaling_lines(done)
-    output.write_text(out / "bench_table.md", table + "\n" + "".join(f"\n{line}" for line in scaling)
-                      + ("\n" if scaling else ""))
+    output.write_text(out / "bench_table.md", table + ("\n\n" + "\n".join(scaling) if scaling else "") + "\n")
     print()
     print(table)
     for line in scaling:

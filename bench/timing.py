@@ -77,8 +77,8 @@ def measure(trainer: backends.Trainer, stream: Iterator[np.ndarray], warmup: int
         raise ValueError(f"warmup must be >= 1 (the first step carries compilation), got {warmup}")
     start = clock()
     warm_times = []
-    # The trainer's own minimum (e.g. the steps up to a CUDA-graph capture) is never cut short;
-    # duck-typed trainers without the method (test fakes) need only the first step.
+    # The trainer's own minimum (the step that compiles; more before a CUDA-graph capture or
+    # TinyJit's recording call) is never cut short.
     min_steps = trainer.min_warmup_steps()
     for i in range(max(warmup, min_steps)):
         if i >= min_steps and steps is None and trainer.agree_max(clock() - start) > seconds / 2:
