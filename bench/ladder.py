@@ -76,7 +76,7 @@ RUNGS = (
     Rung("amp", "autocast to bf16 (fp16 + GradScaler on GPUs without bf16)", "fused", "torch",
          {**FUSED, "amp": "bf16"}),
     Rung("compile", "torch.compile of forward + backward (exact path, no AMP)", "fused", "torch", COMPILED),
-    Rung("r5-fused", "fused numba kernels recompute relu(xW+b) in each pass: H never stored", "fused",
+    Rung("r5-fused", "fused C++ kernels recompute relu(xW+b) in each pass: H never stored", "fused",
          "torch", {**FUSED, "variant": "r5-fused"}, needs="cpu"),
     Rung("r5-fused+compile", "the fused kernels inside the compiled step", "compile", "torch",
          {**COMPILED, "variant": "r5-fused"}, needs="cpu"),
@@ -209,7 +209,7 @@ def missing_hardware(needs: str | None, device: str, cpu_ranks: int) -> str | No
     if needs == "cuda" and device != "cuda":
         return "needs CUDA"
     if needs == "cpu" and device != "cpu":
-        return "CPU kernels (numba)"
+        return "CPU kernels (C++)"
     if needs == "multi" and device == "cpu" and cpu_ranks < 2:
         return "needs >= 2 CUDA GPUs (or --cpu-ranks 2 for gloo processes on this CPU)"
     if needs == "multi" and device == "cuda":

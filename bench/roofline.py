@@ -65,7 +65,7 @@ def plan(rung: ladder.Rung, device: Device) -> tuple[str, dict] | str:
     the options of the eager trainer counted for it; or why it has no estimate there."""
     opts = rung.options
     if opts.get("variant") == "r5-fused":
-        return "CPU-only numba kernels (invisible to the dispatcher; no GPU or TPU version)"
+        return "CPU-only C++ kernels (invisible to the dispatcher; no GPU or TPU version)"
     eager = {k: v for k, v in opts.items() if k in ("variant", "optimizer", "host_loop", "amp")}
     compiled = bool(opts.get("compile"))
     if device.key.startswith("tpu"):

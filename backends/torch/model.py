@@ -10,7 +10,7 @@ The ladder of rewrites, each a function `(params, x) -> (B, N)` predictions:
     r4  r3 with the downstream head reassociated (F5): no (B, N, P, D) tensor at all
     r5  r4 with the embedding LayerNorm's affine folded into the head (F6): E is never built,
         only H = relu(x * W + Bias) and its per-(b, c) mean and inverse std
-    r5-fused  r5 whose passes over H run in fused numba kernels (fused.py) that recompute H
+    r5-fused  r5 whose passes over H run in fused C++ kernels (fused.py) that recompute H
         instead of storing it (CPU only)
 
 Parameters live "stacked": the six cells' copies of a canonical tensor `tcells.{n}.NAME` form one
@@ -222,11 +222,8 @@ def forward_r5_fused(p: Params, x: torch.Tensor) -> torch.Tensor:
     μ, r, t_raw = (H − μ)·u and ẑ = Σ_c q_c (H_c − μ_c); the mask, the head and the algebra of
     F5/F6 between them stay here, so torch.compile still compiles them."""
     if x.device.type != "cpu":
-        raise ValueError(f"variant r5-fused runs on the CPU only (numba kernels), not on {x.device.type}")
-    try:
-        from backends.torch import fused  # numba is imported only by the variant that needs it
-    except ModuleNotFoundError as e:
-        raise ValueError(f"variant r5-fused needs numba ({e}); pip install numba") from None
+        raise ValueError(f"variant r5-fused runs on the CPU only (C++ CPU kernels), not on {x.device.type}")
+    from backends.torch import fused  # the kernels' ops are registered only when this variant runs
 
     mask = importance_mask(p)  # (N, P, C)
     w, bias = p["feature_emb_weight"], p["feature_emb_bias"]  # (N, C, D)

@@ -83,6 +83,13 @@ class TorchTrainer(Trainer):
                                            betas=spec.BETAS, eps=spec.ADAM_EPS, **flavour)
         self.scaler = torch.amp.GradScaler(self.device.type) if options["amp"] == "fp16" else None
         self.forward = model.VARIANTS[options["variant"]]
+        if options["variant"] == "r5-fused":
+            from backends.torch import fused
+
+            try:  # the first use on a machine compiles the C++ kernels: here, not in a timed step
+                fused.kernels()
+            except fused.KernelBuildError as e:
+                raise ValueError(str(e)) from None
         self.loss_fn = self._loss
         if options["compile"]:
             # On XLA the default (inductor) would compile for the host; openxla lowers to XLA.
@@ -373,7 +380,7 @@ class TorchBackend(Backend):
 
     def _check_options(self, opts: dict[str, Any]) -> None:
         if opts["variant"] == "r5-fused" and self.device != "cpu":
-            raise ValueError(f"variant r5-fused runs on the CPU only (numba kernels), not on {self.device}")
+            raise ValueError(f"variant r5-fused runs on the CPU only (C++ CPU kernels), not on {self.device}")
         if opts["amp"] and self.dtype != "float32":
             raise ValueError(f"amp={opts['amp']} needs dtype float32 (autocast lowers float32 ops), "
                              f"not {self.dtype}")

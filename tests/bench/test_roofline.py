@@ -129,7 +129,7 @@ def test_a_real_run_writes_estimates_for_every_rung(tmp_path):
             for precision in ("exact", "tensor"):
                 assert est[precision]["step_ms"] > 0 and est[precision]["samples_per_sec"] > 0
                 assert est[precision]["bound"] in ("launches", "memory", "compute", "all-reduce")
-    assert "counted" not in rungs["r5-fused"] and "numba" in rungs["r5-fused"]["skipped"]
+    assert "counted" not in rungs["r5-fused"] and "C++" in rungs["r5-fused"]["skipped"]
     assert "skipped" in rungs["cells"]["estimates"]["t4"] and rungs["cells"]["estimates"]["t4x2"]["how"] == "cells"
     assert rungs["cells"]["counted"]["n_cycles"] == 3
     eager, compiled = rungs["fused"]["estimates"]["t4"], rungs["compile"]["estimates"]["t4"]

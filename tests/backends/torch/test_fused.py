@@ -2,8 +2,9 @@
 
 Oracles: the float64 reference trainer (through bench check), torch's finite differences
 (gradcheck) for each autograd Function on its own, and torch r5, which computes the same function
-with H materialised, on odd shapes (one row, a short batch, D not a multiple of 8, C spanning
-several column blocks with a remainder).
+with H materialised, on odd shapes (one row, a short batch, an odd batch, D not a multiple of 8 and
+D past two of the pool forward's 64-channel blocks, C spanning several 32-column tasks with a
+remainder).
 """
 
 from __future__ import annotations
@@ -12,15 +13,17 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-numba = pytest.importorskip("numba")
 
+import backends  # noqa: E402
 from backends import spec  # noqa: E402
 from backends.torch import fused, model  # noqa: E402
 from bench import check  # noqa: E402
 from tests.backends.problems import CFG, problem  # noqa: E402
 
 # Several column blocks and a remainder block of 5 columns.
-WIDE = spec.TromptConfig(n_columns=2 * fused.CHUNK + 5, n_prompts=5, d_model=10, n_cycles=2)
+WIDE = spec.TromptConfig(n_columns=2 * fused.LANES + 5, n_prompts=5, d_model=10, n_cycles=2)
+# Channels in two register blocks of the pool forward (64 each) and a remainder of 3.
+DEEP = spec.TromptConfig(n_columns=fused.LANES + 7, n_prompts=3, d_model=131, n_cycles=1)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -41,7 +44,7 @@ def inputs(N: int, B: int, C: int, D: int, seed: int = 0) -> dict[str, torch.Ten
     return {k: torch.tensor(a, dtype=torch.float64, requires_grad=True) for k, a in arrays.items()}
 
 
-@pytest.mark.parametrize("N, B, C, D", [(2, 3, 5, 7), (1, 2, fused.CHUNK + 3, 5)])
+@pytest.mark.parametrize("N, B, C, D", [(2, 3, 5, 7), (1, 2, fused.LANES + 3, 5)])
 def test_gradcheck_of_each_function(N, B, C, D):
     t = inputs(N, B, C, D)
     assert torch.autograd.gradcheck(fused.EmbedStats.apply, (t["x"], t["w"], t["bias"], t["u"]))
@@ -65,7 +68,7 @@ def predictions_and_grads(variant: str, cfg: spec.TromptConfig, rows: int, dtype
     return pred.detach(), {k: t.grad for k, t in p.items() if t.grad is not None}
 
 
-@pytest.mark.parametrize("cfg, rows", [(CFG, 1), (CFG, 3), (WIDE, 3)], ids=["B=1", "B=3", "wide"])
+@pytest.mark.parametrize("cfg, rows", [(CFG, 1), (CFG, 3), (WIDE, 3), (DEEP, 5)], ids=["B=1", "B=3", "wide", "deep"])
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 2e-5)])
 def test_matches_r5_on_odd_shapes(cfg, rows, dtype, tol):
     ours, ours_grads = predictions_and_grads("r5-fused", cfg, rows, dtype)
@@ -84,13 +87,23 @@ def test_refuses_a_device_other_than_the_cpu():
         model.forward_r5_fused(p, torch.empty(2, CFG.n_columns, device="meta"))
 
 
-def test_kernels_compile_without_a_writable_cache_directory(monkeypatch):
-    # With no cache locator numba refuses cache=True at decoration (as on a read-only install
-    # without a writable home); the kernels are then compiled in memory instead.
-    monkeypatch.setattr(numba.core.caching.CacheImpl, "_locator_classes", [])
-    with pytest.raises(RuntimeError, match="no locator available"):
-        numba.njit(cache=True)(lambda a: a + 1)
-    assert fused._jit(lambda a: a + 1, parallel=False)(1) == 2
+def test_a_failed_build_is_one_clear_error(monkeypatch):
+    # No compiler: torch's builder raises deep inside; the trainer reports one line instead.
+    from torch.utils import cpp_extension
+
+    def no_compiler(**kwargs):
+        raise RuntimeError("Error building extension 'trompt_fused_block': g++: not found\nmore lines")
+
+    monkeypatch.setattr(cpp_extension, "load", no_compiler)
+    fused.kernels.cache_clear()
+    try:
+        with pytest.raises(fused.KernelBuildError, match=r"could not be built \(Error building .*g\+\+: not found\)"):
+            fused.kernels()
+        params, x, y = problem(rows=2)
+        with pytest.raises(ValueError, match=r"r5-fused C\+\+ kernels could not be built"):
+            backends.load("torch", device="cpu").trainer(params, CFG, x, y, variant="r5-fused")
+    finally:
+        fused.kernels.cache_clear()
 
 
 @pytest.mark.slow

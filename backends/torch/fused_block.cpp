@@ -1,0 +1,381 @@
+// r5's embedding block as fused CPU kernels: H = relu(x W + Bias) is recomputed in registers and
+// never stored. The maths, the notation and the split into two autograd Functions are in fused.py;
+// this file holds the four loops. Built at first use by torch.utils.cpp_extension (fused.py).
+//
+// Register blocking. Three kernels (stats forward, both backwards) sum over the channels d, so
+// they put LANES columns c side by side in one vector and loop over d: every sum over d is then a
+// per-lane (vertical) add, never a horizontal one, and the order of every sum is the loop order.
+// W and Bias of LANES columns are copied transposed into a (D, LANES) tile once per task; RB rows
+// of the batch share each tile row, and their accumulators (fixed-size arrays the compiler keeps
+// in registers) live across the whole loop over d. The pool forward sums over columns instead,
+// so it keeps the channels in the lanes (W's own layout) and holds RB rows × DB channels of
+// accumulators across its loop over columns.
+//
+// Threads: at::parallel_for runs the tasks on torch's own OpenMP pool (the libgomp torch loaded),
+// so the kernels and torch's ops never compete with a second pool for the cores. A task owns one
+// cell n and one group of columns and loops over the rows itself, so the gradients of W and Bias
+// (sums over the rows) need no atomics; sums across tasks (g_u over columns, g_x over cells, ẑ
+// over column groups) go to float64 partial buffers that the caller adds.
+
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace {
+
+constexpr int LANES = 32;  // columns per task: two AVX-512 vectors of float32, four AVX2 ones
+constexpr int RB = 2;      // rows of the batch sharing one pass over the tile (2 and 32 columns: fastest of
+                           // 8-32 columns × 2-8 rows on a 2-core AMD EPYC with AVX-512)
+constexpr int DB = 64;     // channels per register block in the pool forward
+
+template <typename T>
+inline T relu(T v) { return v > T(0) ? v : T(0); }
+
+// The inputs of one task: W and Bias of columns c0..c0+LANES of cell n transposed to (D, LANES),
+// and x of those columns for every row as (B, LANES). Columns past C are zero-padded: their H is
+// 0 and so is every gradient read back for them (the callers pad g_* with zeros too).
+template <typename T>
+struct Tile {
+  std::vector<T> w, bias, x;
+  Tile(const T* W, const T* Bias, const T* X, int64_t n, int64_t c0, int64_t B, int64_t C, int64_t D)
+      : w(D * LANES, T(0)), bias(D * LANES, T(0)), x(B * LANES, T(0)) {
+    const int64_t width = std::min<int64_t>(LANES, C - c0);
+    for (int64_t j = 0; j < width; ++j) {
+      const T* wrow = W + (n * C + c0 + j) * D;
+      const T* brow = Bias + (n * C + c0 + j) * D;
+      for (int64_t d = 0; d < D; ++d) {
+        w[d * LANES + j] = wrow[d];
+        bias[d * LANES + j] = brow[d];
+      }
+    }
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t j = 0; j < width; ++j) x[b * LANES + j] = X[b * C + c0 + j];
+  }
+};
+
+// (N, B, C) values of rows b0..b0+R of one task, zero past C.
+template <typename T, int R>
+inline void load_rows(T (&out)[R][LANES], const T* a, int64_t n, int64_t b0, int64_t c0, int64_t B, int64_t C) {
+  const int64_t width = std::min<int64_t>(LANES, C - c0);
+  for (int r = 0; r < R; ++r)
+    for (int l = 0; l < LANES; ++l) out[r][l] = l < width ? a[(n * B + b0 + r) * C + c0 + l] : T(0);
+}
+
+template <typename T, int R, typename Out>
+inline void store_rows(const T (&in)[R][LANES], Out* a, int64_t n, int64_t b0, int64_t c0, int64_t B, int64_t C) {
+  const int64_t width = std::min<int64_t>(LANES, C - c0);
+  for (int r = 0; r < R; ++r)
+    for (int l = 0; l < width; ++l) a[(n * B + b0 + r) * C + c0 + l] = in[r][l];
+}
+
+// Runs body.template operator()<R>(b0) over the rows in blocks of RB, then one row at a time.
+template <typename Body>
+inline void for_row_blocks(int64_t B, Body&& body) {
+  int64_t b0 = 0;
+  for (; b0 + RB <= B; b0 += RB) body.template operator()<RB>(b0);
+  for (; b0 < B; ++b0) body.template operator()<1>(b0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// EmbedStats forward: μ, r, t_raw per (n, b, c). Two passes over d (the two-pass variance); H is
+// recomputed in the second.
+
+template <typename T>
+void stats_forward_task(const T* X, const T* W, const T* Bias, const T* U, T* mean, T* rstd, T* t_raw,
+                        int64_t n, int64_t c0, int64_t B, int64_t C, int64_t D, double eps) {
+  const Tile<T> tile(W, Bias, X, n, c0, B, C, D);
+  const T inv_d = T(1.0 / D);
+  const T* u = U + n * D;
+  for_row_blocks(B, [&]<int R>(int64_t b0) {
+    T x[R][LANES], mu[R][LANES] = {}, sq[R][LANES] = {}, su[R][LANES] = {};
+    for (int r = 0; r < R; ++r)
+      for (int l = 0; l < LANES; ++l) x[r][l] = tile.x[(b0 + r) * LANES + l];
+    for (int64_t d = 0; d < D; ++d) {
+      const T* wd = &tile.w[d * LANES];
+      const T* bd = &tile.bias[d * LANES];
+      for (int r = 0; r < R; ++r)
+        for (int l = 0; l < LANES; ++l) mu[r][l] += relu(x[r][l] * wd[l] + bd[l]);
+    }
+    for (int r = 0; r < R; ++r)
+      for (int l = 0; l < LANES; ++l) mu[r][l] *= inv_d;
+    for (int64_t d = 0; d < D; ++d) {
+      const T* wd = &tile.w[d * LANES];
+      const T* bd = &tile.bias[d * LANES];
+      const T ud = u[d];
+      for (int r = 0; r < R; ++r)
+        for (int l = 0; l < LANES; ++l) {
+          const T dev = relu(x[r][l] * wd[l] + bd[l]) - mu[r][l];
+          sq[r][l] += dev * dev;
+          su[r][l] += dev * ud;
+        }
+    }
+    T rs[R][LANES];
+    for (int r = 0; r < R; ++r)
+      for (int l = 0; l < LANES; ++l) rs[r][l] = T(1) / std::sqrt(sq[r][l] * inv_d + T(eps));
+    store_rows<T, R>(mu, mean, n, b0, c0, B, C);
+    store_rows<T, R>(rs, rstd, n, b0, c0, B, C);
+    store_rows<T, R>(su, t_raw, n, b0, c0, B, C);
+  });
+}
+
+// EmbedStats backward. With dev_d = H_d − μ, the gradient reaching H_d is
+//   g_H_d = a + g_t u_d + k dev_d,   a = g_μ/D − g_t ū,   k = −g_r r³/D   (derivation: fused.py)
+// and g_pre = g_H where pre > 0; g_W = Σ_b x g_pre, g_Bias = Σ_b g_pre, g_u_d = Σ_{b,c} g_t dev_d,
+// g_x = Σ_d W g_pre (this cell's share).
+
+template <typename T, bool WANT_GX>
+void stats_backward_task(const T* X, const T* W, const T* Bias, const T* U, const T* mean, const T* rstd,
+                         const T* g_mean, const T* g_rstd, const T* g_traw, T* g_w, T* g_bias,
+                         double* g_u_part, double* g_x_part, int64_t n, int64_t group, int64_t B, int64_t C,
+                         int64_t D) {
+  const int64_t c0 = group * LANES, width = std::min<int64_t>(LANES, C - c0);
+  const Tile<T> tile(W, Bias, X, n, c0, B, C, D);
+  const T inv_d = T(1.0 / D);
+  const T* u = U + n * D;
+  T u_bar = T(0);
+  for (int64_t d = 0; d < D; ++d) u_bar += u[d];
+  u_bar *= inv_d;
+  std::vector<T> gw(D * LANES, T(0)), gb(D * LANES, T(0)), gu(D * LANES, T(0));
+  for_row_blocks(B, [&]<int R>(int64_t b0) {
+    T x[R][LANES], mu[R][LANES], gt[R][LANES], a[R][LANES], k[R][LANES], gx[R][LANES] = {};
+    T gm[R][LANES], gr[R][LANES], rs[R][LANES];
+    load_rows<T, R>(mu, mean, n, b0, c0, B, C);
+    load_rows<T, R>(gt, g_traw, n, b0, c0, B, C);
+    load_rows<T, R>(gm, g_mean, n, b0, c0, B, C);
+    load_rows<T, R>(gr, g_rstd, n, b0, c0, B, C);
+    load_rows<T, R>(rs, rstd, n, b0, c0, B, C);
+    for (int r = 0; r < R; ++r)
+      for (int l = 0; l < LANES; ++l) {
+        x[r][l] = tile.x[(b0 + r) * LANES + l];
+        a[r][l] = gm[r][l] * inv_d - gt[r][l] * u_bar;
+        k[r][l] = -gr[r][l] * rs[r][l] * rs[r][l] * rs[r][l] * inv_d;
+      }
+    for (int64_t d = 0; d < D; ++d) {
+      const T* wd = &tile.w[d * LANES];
+      const T* bd = &tile.bias[d * LANES];
+      const T ud = u[d];
+      T gw_d[LANES] = {}, gb_d[LANES] = {}, gu_d[LANES] = {};
+      for (int r = 0; r < R; ++r)
+        for (int l = 0; l < LANES; ++l) {
+          const T pre = x[r][l] * wd[l] + bd[l];
+          const T dev = relu(pre) - mu[r][l];
+          const T g_pre = pre > T(0) ? a[r][l] + gt[r][l] * ud + k[r][l] * dev : T(0);
+          gw_d[l] += x[r][l] * g_pre;
+          gb_d[l] += g_pre;
+          gu_d[l] += gt[r][l] * dev;
+          if constexpr (WANT_GX) gx[r][l] += wd[l] * g_pre;
+        }
+      for (int l = 0; l < LANES; ++l) {
+        gw[d * LANES + l] += gw_d[l];
+        gb[d * LANES + l] += gb_d[l];
+        gu[d * LANES + l] += gu_d[l];
+      }
+    }
+    if constexpr (WANT_GX) store_rows<T, R>(gx, g_x_part, n, b0, c0, B, C);
+  });
+  for (int64_t j = 0; j < width; ++j)
+    for (int64_t d = 0; d < D; ++d) {
+      g_w[(n * C + c0 + j) * D + d] = gw[d * LANES + j];
+      g_bias[(n * C + c0 + j) * D + d] = gb[d * LANES + j];
+    }
+  const int64_t groups = (C + LANES - 1) / LANES;
+  for (int64_t d = 0; d < D; ++d) {
+    double s = 0.0;
+    for (int l = 0; l < LANES; ++l) s += gu[d * LANES + l];
+    g_u_part[(n * groups + group) * D + d] = s;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// EmbedPool forward: ẑ[b, d] = Σ_c q[b,c] (H[b,c,d] − μ[b,c]) over the columns of one task,
+// channels in the lanes. A task covers LANES columns like the others, so its partial sum goes to
+// z_part[n, group] and the caller adds the groups.
+
+template <typename T, int R, int DW>
+inline void pool_forward_block(const T* X, const T* W, const T* Bias, const T* mean, const T* q, double* z_part,
+                               int64_t n, int64_t group, int64_t b0, int64_t d0, int64_t B, int64_t C, int64_t D) {
+  const int64_t c0 = group * LANES, c1 = std::min<int64_t>(C, c0 + LANES);
+  T acc[R][DW] = {};
+  for (int64_t c = c0; c < c1; ++c) {
+    const T* wc = W + (n * C + c) * D + d0;
+    const T* bc = Bias + (n * C + c) * D + d0;
+    T xs[R], qs[R], ms[R];
+    for (int r = 0; r < R; ++r) {
+      xs[r] = X[(b0 + r) * C + c];
+      qs[r] = q[(n * B + b0 + r) * C + c];
+      ms[r] = mean[(n * B + b0 + r) * C + c];
+    }
+    for (int r = 0; r < R; ++r)
+      for (int i = 0; i < DW; ++i) acc[r][i] += qs[r] * (relu(xs[r] * wc[i] + bc[i]) - ms[r]);
+  }
+  const int64_t groups = (C + LANES - 1) / LANES;
+  for (int r = 0; r < R; ++r)
+    for (int i = 0; i < DW; ++i) z_part[((n * groups + group) * B + b0 + r) * D + d0 + i] = acc[r][i];
+}
+
+template <typename T>
+void pool_forward_task(const T* X, const T* W, const T* Bias, const T* mean, const T* q, double* z_part,
+                       int64_t n, int64_t group, int64_t B, int64_t C, int64_t D) {
+  constexpr int PR = 2;  // rows per block: 2 × DB accumulators and the W, Bias loads they share
+  int64_t b0 = 0;
+  for (; b0 + PR <= B; b0 += PR) {
+    int64_t d0 = 0;
+    for (; d0 + DB <= D; d0 += DB) pool_forward_block<T, PR, DB>(X, W, Bias, mean, q, z_part, n, group, b0, d0, B, C, D);
+    for (; d0 < D; ++d0) pool_forward_block<T, PR, 1>(X, W, Bias, mean, q, z_part, n, group, b0, d0, B, C, D);
+  }
+  for (; b0 < B; ++b0)
+    for (int64_t d0 = 0; d0 < D; ++d0) pool_forward_block<T, 1, 1>(X, W, Bias, mean, q, z_part, n, group, b0, d0, B, C, D);
+}
+
+// EmbedPool backward: ∂ẑ_d/∂q_c = H[c,d] − μ_c and ∂ẑ_d/∂H[c,d] = q_c, so
+// g_q = Σ_d (H − μ) g_ẑ and g_pre = q g_ẑ where pre > 0; W, Bias and x as in the stats backward.
+
+template <typename T, bool WANT_GX>
+void pool_backward_task(const T* X, const T* W, const T* Bias, const T* mean, const T* q, const T* g_z,
+                        T* g_q, T* g_w, T* g_bias, double* g_x_part, int64_t n, int64_t group, int64_t B,
+                        int64_t C, int64_t D) {
+  const int64_t c0 = group * LANES, width = std::min<int64_t>(LANES, C - c0);
+  const Tile<T> tile(W, Bias, X, n, c0, B, C, D);
+  std::vector<T> gw(D * LANES, T(0)), gb(D * LANES, T(0));
+  for_row_blocks(B, [&]<int R>(int64_t b0) {
+    T x[R][LANES], mu[R][LANES], qs[R][LANES], gq[R][LANES] = {}, gx[R][LANES] = {};
+    load_rows<T, R>(mu, mean, n, b0, c0, B, C);
+    load_rows<T, R>(qs, q, n, b0, c0, B, C);
+    for (int r = 0; r < R; ++r)
+      for (int l = 0; l < LANES; ++l) x[r][l] = tile.x[(b0 + r) * LANES + l];
+    for (int64_t d = 0; d < D; ++d) {
+      const T* wd = &tile.w[d * LANES];
+      const T* bd = &tile.bias[d * LANES];
+      T gw_d[LANES] = {}, gb_d[LANES] = {};
+      for (int r = 0; r < R; ++r) {
+        const T gz = g_z[(n * B + b0 + r) * D + d];
+        for (int l = 0; l < LANES; ++l) {
+          const T pre = x[r][l] * wd[l] + bd[l];
+          gq[r][l] += (relu(pre) - mu[r][l]) * gz;
+          const T g_pre = pre > T(0) ? qs[r][l] * gz : T(0);
+          gw_d[l] += x[r][l] * g_pre;
+          gb_d[l] += g_pre;
+          if constexpr (WANT_GX) gx[r][l] += wd[l] * g_pre;
+        }
+      }
+      for (int l = 0; l < LANES; ++l) {
+        gw[d * LANES + l] += gw_d[l];
+        gb[d * LANES + l] += gb_d[l];
+      }
+    }
+    store_rows<T, R>(gq, g_q, n, b0, c0, B, C);
+    if constexpr (WANT_GX) store_rows<T, R>(gx, g_x_part, n, b0, c0, B, C);
+  });
+  for (int64_t j = 0; j < width; ++j)
+    for (int64_t d = 0; d < D; ++d) {
+      g_w[(n * C + c0 + j) * D + d] = gw[d * LANES + j];
+      g_bias[(n * C + c0 + j) * D + d] = gb[d * LANES + j];
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entry points: tensors in, tensors out. Every input is made contiguous; x, W, Bias, u, μ, q and the
+// incoming gradients share W's dtype (the caller casts).
+
+struct Shape {
+  int64_t N, B, C, D, groups;
+};
+
+Shape shape_of(const at::Tensor& x, const at::Tensor& w) {
+  TORCH_CHECK(x.dim() == 2 && w.dim() == 3 && x.size(1) == w.size(1), "fused block: x (B, C) and W (N, C, D) expected");
+  const int64_t C = w.size(1);
+  return {w.size(0), x.size(0), C, w.size(2), (C + LANES - 1) / LANES};
+}
+
+template <typename Task>
+void over_tasks(const Shape& s, Task&& task) {
+  at::parallel_for(0, s.N * s.groups, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) task(t / s.groups, t % s.groups);
+  });
+}
+
+std::vector<at::Tensor> stats_forward(at::Tensor x, at::Tensor w, at::Tensor bias, at::Tensor u, double eps) {
+  const Shape s = shape_of(x, w);
+  x = x.contiguous(), w = w.contiguous(), bias = bias.contiguous(), u = u.contiguous();
+  auto mean = at::empty({s.N, s.B, s.C}, w.options()), rstd = at::empty_like(mean), t_raw = at::empty_like(mean);
+  AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "stats_forward", [&] {
+    over_tasks(s, [&](int64_t n, int64_t g) {
+      stats_forward_task<scalar_t>(x.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), bias.data_ptr<scalar_t>(),
+                                   u.data_ptr<scalar_t>(), mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>(),
+                                   t_raw.data_ptr<scalar_t>(), n, g * LANES, s.B, s.C, s.D, eps);
+    });
+  });
+  return {mean, rstd, t_raw};
+}
+
+std::vector<at::Tensor> stats_backward(at::Tensor x, at::Tensor w, at::Tensor bias, at::Tensor u, at::Tensor mean,
+                                       at::Tensor rstd, at::Tensor g_mean, at::Tensor g_rstd, at::Tensor g_traw,
+                                       bool want_gx) {
+  const Shape s = shape_of(x, w);
+  x = x.contiguous(), w = w.contiguous(), bias = bias.contiguous(), u = u.contiguous();
+  mean = mean.contiguous(), rstd = rstd.contiguous();
+  g_mean = g_mean.contiguous(), g_rstd = g_rstd.contiguous(), g_traw = g_traw.contiguous();
+  auto g_w = at::empty_like(w), g_bias = at::empty_like(bias);
+  auto f64 = w.options().dtype(at::kDouble);
+  auto g_u_part = at::empty({s.N, s.groups, s.D}, f64);
+  auto g_x_part = want_gx ? at::empty({s.N, s.B, s.C}, f64) : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "stats_backward", [&] {
+    over_tasks(s, [&](int64_t n, int64_t g) {
+      auto task = want_gx ? stats_backward_task<scalar_t, true> : stats_backward_task<scalar_t, false>;
+      task(
+          x.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), bias.data_ptr<scalar_t>(), u.data_ptr<scalar_t>(),
+          mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>(), g_mean.data_ptr<scalar_t>(),
+          g_rstd.data_ptr<scalar_t>(), g_traw.data_ptr<scalar_t>(), g_w.data_ptr<scalar_t>(),
+          g_bias.data_ptr<scalar_t>(), g_u_part.data_ptr<double>(),
+          want_gx ? g_x_part.data_ptr<double>() : nullptr, n, g, s.B, s.C, s.D);
+    });
+  });
+  auto g_x = want_gx ? g_x_part.sum(0).to(w.scalar_type()) : at::empty({0}, w.options());
+  return {g_x, g_w, g_bias, g_u_part.sum(1).to(w.scalar_type())};
+}
+
+at::Tensor pool_forward(at::Tensor x, at::Tensor w, at::Tensor bias, at::Tensor mean, at::Tensor q) {
+  const Shape s = shape_of(x, w);
+  x = x.contiguous(), w = w.contiguous(), bias = bias.contiguous(), mean = mean.contiguous(), q = q.contiguous();
+  auto z_part = at::empty({s.N, s.groups, s.B, s.D}, w.options().dtype(at::kDouble));
+  AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "pool_forward", [&] {
+    over_tasks(s, [&](int64_t n, int64_t g) {
+      pool_forward_task<scalar_t>(x.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), bias.data_ptr<scalar_t>(),
+                                  mean.data_ptr<scalar_t>(), q.data_ptr<scalar_t>(), z_part.data_ptr<double>(), n,
+                                  g, s.B, s.C, s.D);
+    });
+  });
+  return z_part.sum(1).to(w.scalar_type());
+}
+
+std::vector<at::Tensor> pool_backward(at::Tensor x, at::Tensor w, at::Tensor bias, at::Tensor mean, at::Tensor q,
+                                      at::Tensor g_z, bool want_gx) {
+  const Shape s = shape_of(x, w);
+  x = x.contiguous(), w = w.contiguous(), bias = bias.contiguous(), mean = mean.contiguous(), q = q.contiguous();
+  g_z = g_z.contiguous();
+  auto g_w = at::empty_like(w), g_bias = at::empty_like(bias), g_q = at::empty({s.N, s.B, s.C}, w.options());
+  auto g_x_part = want_gx ? at::empty({s.N, s.B, s.C}, w.options().dtype(at::kDouble)) : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "pool_backward", [&] {
+    over_tasks(s, [&](int64_t n, int64_t g) {
+      auto task = want_gx ? pool_backward_task<scalar_t, true> : pool_backward_task<scalar_t, false>;
+      task(x.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), bias.data_ptr<scalar_t>(),
+                                   mean.data_ptr<scalar_t>(), q.data_ptr<scalar_t>(), g_z.data_ptr<scalar_t>(),
+                                   g_q.data_ptr<scalar_t>(), g_w.data_ptr<scalar_t>(), g_bias.data_ptr<scalar_t>(),
+                                   want_gx ? g_x_part.data_ptr<double>() : nullptr, n, g, s.B, s.C, s.D);
+    });
+  });
+  auto g_x = want_gx ? g_x_part.sum(0).to(w.scalar_type()) : at::empty({0}, w.options());
+  return {g_x, g_w, g_bias, g_q};
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("stats_forward", &stats_forward);
+  m.def("stats_backward", &stats_backward);
+  m.def("pool_forward", &pool_forward);
+  m.def("pool_backward", &pool_backward);
+}
