@@ -22,9 +22,10 @@ and the cheap (N, B, C)/(N, B, D) algebra around them stay in torch (model.forwa
     EmbedStats  (x, W, Bias, u)        -> (μ, r, t_raw)    each (N, B, C)
     EmbedPool   (x, W, Bias, μ, q)     -> ẑ                 (N, B, D)
 
-Their backward passes recompute H the same way; each saves only its inputs (which exist anyway)
-and, for EmbedStats, μ and r: nothing of size (N, B, C, D). The gradients, with dev_d = H_d − μ
-(Σ_d dev_d = 0) and ū = (1/D) Σ_d u_d:
+Their backward passes recompute H the same way, and the gradients of W and Bias are computed once
+for both Functions, in EmbedStats's backward (the handoff, above the Functions below). Each saves
+only its inputs (which exist anyway) and, for EmbedStats, μ and r: nothing of size (N, B, C, D).
+The gradients, with dev_d = H_d − μ (Σ_d dev_d = 0) and ū = (1/D) Σ_d u_d:
 
     EmbedStats: ∂μ/∂H_d = 1/D, ∂t_raw/∂H_d = u_d − ū, ∂r/∂H_d = −r³ dev_d / D (the μ inside dev
       drops out of the last two because the deviations sum to zero), so
@@ -127,21 +128,21 @@ def _(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, u: torch.Tensor
     return tuple(w.new_empty(shape) for _ in range(3))
 
 
-@torch.library.custom_op("trompt_fused::stats_backward", mutates_args=())
-def stats_backward(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, u: torch.Tensor,
+@torch.library.custom_op("trompt_fused::block_backward", mutates_args=())
+def block_backward(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, u: torch.Tensor,
                    mean: torch.Tensor, rstd: torch.Tensor, g_mean: torch.Tensor, g_rstd: torch.Tensor,
-                   g_traw: torch.Tensor, want_gx: bool
+                   g_traw: torch.Tensor, q: torch.Tensor, g_z: torch.Tensor, want_gx: bool
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(g_x, g_W, g_Bias, g_u); g_x is empty unless want_gx."""
-    g_x, g_w, g_bias, g_u = kernels().stats_backward(x, w, bias, u, mean, rstd, g_mean, g_rstd, g_traw,
-                                                     want_gx)
+    """(g_x, g_W, g_Bias, g_u) from both Functions' shares of g_H; g_x is empty unless want_gx."""
+    g_x, g_w, g_bias, g_u = kernels().block_backward(x, w, bias, u, mean, rstd, g_mean, g_rstd, g_traw,
+                                                     q, g_z, want_gx)
     return g_x, g_w, g_bias, g_u
 
 
-@stats_backward.register_fake
+@block_backward.register_fake
 def _(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, u: torch.Tensor, mean: torch.Tensor,
-      rstd: torch.Tensor, g_mean: torch.Tensor, g_rstd: torch.Tensor, g_traw: torch.Tensor, want_gx: bool
-      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+      rstd: torch.Tensor, g_mean: torch.Tensor, g_rstd: torch.Tensor, g_traw: torch.Tensor, q: torch.Tensor,
+      g_z: torch.Tensor, want_gx: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     return (x.new_empty(x.shape if want_gx else (0,), dtype=w.dtype), torch.empty_like(w),
             torch.empty_like(bias), torch.empty_like(u))
 
@@ -159,71 +160,85 @@ def _(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor, 
     return w.new_empty((w.shape[0], x.shape[0], w.shape[2]))
 
 
-@torch.library.custom_op("trompt_fused::pool_backward", mutates_args=())
-def pool_backward(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor,
-                  q: torch.Tensor, g_z: torch.Tensor, want_gx: bool
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(g_x, g_W, g_Bias, g_q); g_x is empty unless want_gx."""
-    g_x, g_w, g_bias, g_q = kernels().pool_backward(x, w, bias, mean, q, g_z, want_gx)
-    return g_x, g_w, g_bias, g_q
+@torch.library.custom_op("trompt_fused::pool_grad_q", mutates_args=())
+def pool_grad_q(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor, g_z: torch.Tensor
+                ) -> torch.Tensor:
+    """g_q (N, B, C) = Σ_d (H − μ) g_ẑ."""
+    return kernels().pool_grad_q(x, w, bias, mean, g_z)
 
 
-@pool_backward.register_fake
-def _(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor, q: torch.Tensor,
-      g_z: torch.Tensor, want_gx: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    return (x.new_empty(x.shape if want_gx else (0,), dtype=w.dtype), torch.empty_like(w),
-            torch.empty_like(bias), torch.empty_like(q))
+@pool_grad_q.register_fake
+def _(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor, g_z: torch.Tensor
+      ) -> torch.Tensor:
+    return torch.empty_like(mean)
 
 
 # ---------------------------------------------------------------------------------------------
 # The autograd Functions
+#
+# W and Bias feed both Functions, so autograd would add two (N, C, D) gradients (and each kernel
+# would write one): two passes over H and 12 MB of gradient traffic where one pass suffices. So
+# EmbedStats also returns `handoff`, a zero tensor that only EmbedPool takes in, and EmbedPool's
+# backward sends its share of g_H (q and g_ẑ, packed as (N, B, C + D)) back as handoff's
+# gradient instead of computing g_W and g_Bias itself. EmbedStats's backward, which autograd
+# runs after it (it feeds μ and r to everything downstream), then computes the whole g_H and the
+# gradients of W, Bias, u and x in one pass. This relies on each EmbedStats output feeding one
+# EmbedPool, as in model.forward_r5_fused: two pools on one handoff would add their packed q and
+# g_ẑ instead of their products. If no pool uses handoff, its gradient is zero and so is the
+# pool's share.
 
 
 class EmbedStats(torch.autograd.Function):
-    """(x (B, C), W (N, C, D), Bias (N, C, D), u (N, D)) -> (μ, r, t_raw), each (N, B, C)."""
+    """(x (B, C), W (N, C, D), Bias (N, C, D), u (N, D)) -> (μ, r, t_raw) each (N, B, C), and
+    handoff (N, B, C + D), zeros, for EmbedPool."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, u: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         mean, rstd, t_raw = stats_forward(x, w, bias, u)
         # μ and r are saved for the backward: (N, B, C) numbers, against H's (N, B, C, D).
         ctx.save_for_backward(x, w, bias, u, mean, rstd)
-        return mean, rstd, t_raw
+        handoff = w.new_zeros((w.shape[0], x.shape[0], w.shape[1] + w.shape[2]))
+        return mean, rstd, t_raw, handoff
 
     @staticmethod
-    def backward(ctx, g_mean: torch.Tensor, g_rstd: torch.Tensor, g_traw: torch.Tensor
-                 ) -> tuple[torch.Tensor | None, ...]:
+    def backward(ctx, g_mean: torch.Tensor, g_rstd: torch.Tensor, g_traw: torch.Tensor,
+                 g_handoff: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, w, bias, u, mean, rstd = ctx.saved_tensors
         want_gx = ctx.needs_input_grad[0]
-        g_x, g_w, g_bias, g_u = stats_backward(x, w, bias, u, mean, rstd, g_mean, g_rstd, g_traw, want_gx)
+        q, g_z = g_handoff.split([w.shape[1], w.shape[2]], dim=-1)  # the pool's share (zeros if none)
+        g_x, g_w, g_bias, g_u = block_backward(x, w, bias, u, mean, rstd, g_mean, g_rstd, g_traw, q, g_z,
+                                               want_gx)
         return g_x if want_gx else None, g_w, g_bias, g_u
 
 
 class EmbedPool(torch.autograd.Function):
-    """(x (B, C), W, Bias (N, C, D), μ (N, B, C), q (N, B, C)) -> ẑ (N, B, D)."""
+    """(x (B, C), W, Bias (N, C, D), μ (N, B, C), q (N, B, C), handoff) -> ẑ (N, B, D)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor,
-                q: torch.Tensor) -> torch.Tensor:
+                q: torch.Tensor, handoff: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(x, w, bias, mean, q)
         return pool_forward(x, w, bias, mean, q)
 
     @staticmethod
     def backward(ctx, g_z: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, w, bias, mean, q = ctx.saved_tensors
-        want_gx = ctx.needs_input_grad[0]
-        g_x, g_w, g_bias, g_q = pool_backward(x, w, bias, mean, q, g_z, want_gx)
+        g_q = pool_grad_q(x, w, bias, mean, g_z)
         g_mean = -q * g_z.sum(-1, keepdim=True)  # ẑ holds −μ_c q_c in every channel
-        return g_x if want_gx else None, g_w, g_bias, g_mean, g_q
+        # x, W and Bias: their share goes through handoff to EmbedStats's backward.
+        return None, None, None, g_mean, g_q, torch.cat([q, g_z], dim=-1)
 
 
 def embed_stats(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, u: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """μ, r and t_raw = (H − μ)·u of H = relu(x W + Bias), each (N, B, C); H is never stored."""
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """μ, r and t_raw = (H − μ)·u of H = relu(x W + Bias), each (N, B, C), and the handoff for
+    `embed_pool`; H is never stored."""
     return EmbedStats.apply(x, w, bias, u)
 
 
 def embed_pool(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor,
-               q: torch.Tensor) -> torch.Tensor:
-    """ẑ = Σ_c q_c (H[c,:] − μ_c), (N, B, D); H is never stored."""
-    return EmbedPool.apply(x, w, bias, mean, q)
+               q: torch.Tensor, handoff: torch.Tensor) -> torch.Tensor:
+    """ẑ = Σ_c q_c (H[c,:] − μ_c), (N, B, D); H is never stored. Its gradients for x, W and Bias
+    are computed by embed_stats's backward (see handoff above)."""
+    return EmbedPool.apply(x, w, bias, mean, q, handoff)

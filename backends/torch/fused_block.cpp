@@ -1,8 +1,9 @@
 // r5's embedding block as fused CPU kernels: H = relu(x W + Bias) is recomputed in registers and
 // never stored. The maths, the notation and the split into two autograd Functions are in fused.py;
-// this file holds the four loops. Built at first use by torch.utils.cpp_extension (fused.py).
+// this file holds the four loops (stats forward, pool forward, the block backward, pool's g_q).
+// Built at first use by torch.utils.cpp_extension (fused.py).
 //
-// Register blocking. Three kernels (stats forward, both backwards) sum over the channels d, so
+// Register blocking. Three kernels (stats forward, block backward, pool's g_q) sum over the channels d, so
 // they put LANES columns c side by side in one vector and loop over d: every sum over d is then a
 // per-lane (vertical) add, never a horizontal one, and the order of every sum is the loop order.
 // W and Bias of LANES columns are copied transposed into a (D, LANES) tile once per task; RB rows
@@ -121,16 +122,18 @@ void stats_forward_task(const T* X, const T* W, const T* Bias, const T* U, T* me
   });
 }
 
-// EmbedStats backward. With dev_d = H_d − μ, the gradient reaching H_d is
-//   g_H_d = a + g_t u_d + k dev_d,   a = g_μ/D − g_t ū,   k = −g_r r³/D   (derivation: fused.py)
-// and g_pre = g_H where pre > 0; g_W = Σ_b x g_pre, g_Bias = Σ_b g_pre, g_u_d = Σ_{b,c} g_t dev_d,
-// g_x = Σ_d W g_pre (this cell's share).
+// The block's backward: everything that flows into H. With dev_d = H_d − μ, the gradient
+// reaching H_d from the stats is a + g_t u_d + k dev_d (a = g_μ/D − g_t ū, k = −g_r r³/D) and from
+// the pool q g_ẑ,d (derivations: fused.py), so
+//   g_pre = a + g_t u_d + k dev_d + q g_ẑ,d where pre > 0 (else 0),
+// g_W = Σ_b x g_pre, g_Bias = Σ_b g_pre, g_u_d = Σ_{b,c} g_t dev_d, g_x = Σ_d W g_pre (this
+// cell's share). One pass gives W and Bias their whole gradient.
 
 template <typename T, bool WANT_GX>
-void stats_backward_task(const T* X, const T* W, const T* Bias, const T* U, const T* mean, const T* rstd,
-                         const T* g_mean, const T* g_rstd, const T* g_traw, T* g_w, T* g_bias,
-                         double* g_u_part, double* g_x_part, int64_t n, int64_t group, int64_t B, int64_t C,
-                         int64_t D) {
+void block_backward_task(const T* X, const T* W, const T* Bias, const T* U, const T* mean, const T* rstd,
+                         const T* g_mean, const T* g_rstd, const T* g_traw, const T* q, const T* g_z, T* g_w,
+                         T* g_bias, double* g_u_part, double* g_x_part, int64_t n, int64_t group, int64_t B,
+                         int64_t C, int64_t D) {
   const int64_t c0 = group * LANES, width = std::min<int64_t>(LANES, C - c0);
   const Tile<T> tile(W, Bias, X, n, c0, B, C, D);
   const T inv_d = T(1.0 / D);
@@ -140,9 +143,10 @@ void stats_backward_task(const T* X, const T* W, const T* Bias, const T* U, cons
   u_bar *= inv_d;
   std::vector<T> gw(D * LANES, T(0)), gb(D * LANES, T(0)), gu(D * LANES, T(0));
   for_row_blocks(B, [&]<int R>(int64_t b0) {
-    T x[R][LANES], mu[R][LANES], gt[R][LANES], a[R][LANES], k[R][LANES], gx[R][LANES] = {};
+    T x[R][LANES], mu[R][LANES], gt[R][LANES], a[R][LANES], k[R][LANES], qs[R][LANES], gx[R][LANES] = {};
     T gm[R][LANES], gr[R][LANES], rs[R][LANES];
     load_rows<T, R>(mu, mean, n, b0, c0, B, C);
+    load_rows<T, R>(qs, q, n, b0, c0, B, C);
     load_rows<T, R>(gt, g_traw, n, b0, c0, B, C);
     load_rows<T, R>(gm, g_mean, n, b0, c0, B, C);
     load_rows<T, R>(gr, g_rstd, n, b0, c0, B, C);
@@ -158,16 +162,18 @@ void stats_backward_task(const T* X, const T* W, const T* Bias, const T* U, cons
       const T* bd = &tile.bias[d * LANES];
       const T ud = u[d];
       T gw_d[LANES] = {}, gb_d[LANES] = {}, gu_d[LANES] = {};
-      for (int r = 0; r < R; ++r)
+      for (int r = 0; r < R; ++r) {
+        const T gz = g_z[(n * B + b0 + r) * D + d];
         for (int l = 0; l < LANES; ++l) {
           const T pre = x[r][l] * wd[l] + bd[l];
           const T dev = relu(pre) - mu[r][l];
-          const T g_pre = pre > T(0) ? a[r][l] + gt[r][l] * ud + k[r][l] * dev : T(0);
+          const T g_pre = pre > T(0) ? a[r][l] + gt[r][l] * ud + k[r][l] * dev + qs[r][l] * gz : T(0);
           gw_d[l] += x[r][l] * g_pre;
           gb_d[l] += g_pre;
           gu_d[l] += gt[r][l] * dev;
           if constexpr (WANT_GX) gx[r][l] += wd[l] * g_pre;
         }
+      }
       for (int l = 0; l < LANES; ++l) {
         gw[d * LANES + l] += gw_d[l];
         gb[d * LANES + l] += gb_d[l];
@@ -230,50 +236,29 @@ void pool_forward_task(const T* X, const T* W, const T* Bias, const T* mean, con
     for (int64_t d0 = 0; d0 < D; ++d0) pool_forward_block<T, 1, 1>(X, W, Bias, mean, q, z_part, n, group, b0, d0, B, C, D);
 }
 
-// EmbedPool backward: ∂ẑ_d/∂q_c = H[c,d] − μ_c and ∂ẑ_d/∂H[c,d] = q_c, so
-// g_q = Σ_d (H − μ) g_ẑ and g_pre = q g_ẑ where pre > 0; W, Bias and x as in the stats backward.
+// EmbedPool backward, the part that is not the block's: g_q_c = Σ_d (H[c,d] − μ_c) g_ẑ,d (its share
+// of the gradients of W, Bias and x goes to block_backward).
 
-template <typename T, bool WANT_GX>
-void pool_backward_task(const T* X, const T* W, const T* Bias, const T* mean, const T* q, const T* g_z,
-                        T* g_q, T* g_w, T* g_bias, double* g_x_part, int64_t n, int64_t group, int64_t B,
-                        int64_t C, int64_t D) {
-  const int64_t c0 = group * LANES, width = std::min<int64_t>(LANES, C - c0);
+template <typename T>
+void pool_grad_q_task(const T* X, const T* W, const T* Bias, const T* mean, const T* g_z, T* g_q, int64_t n,
+                      int64_t group, int64_t B, int64_t C, int64_t D) {
+  const int64_t c0 = group * LANES;
   const Tile<T> tile(W, Bias, X, n, c0, B, C, D);
-  std::vector<T> gw(D * LANES, T(0)), gb(D * LANES, T(0));
   for_row_blocks(B, [&]<int R>(int64_t b0) {
-    T x[R][LANES], mu[R][LANES], qs[R][LANES], gq[R][LANES] = {}, gx[R][LANES] = {};
+    T x[R][LANES], mu[R][LANES], gq[R][LANES] = {};
     load_rows<T, R>(mu, mean, n, b0, c0, B, C);
-    load_rows<T, R>(qs, q, n, b0, c0, B, C);
     for (int r = 0; r < R; ++r)
       for (int l = 0; l < LANES; ++l) x[r][l] = tile.x[(b0 + r) * LANES + l];
     for (int64_t d = 0; d < D; ++d) {
       const T* wd = &tile.w[d * LANES];
       const T* bd = &tile.bias[d * LANES];
-      T gw_d[LANES] = {}, gb_d[LANES] = {};
       for (int r = 0; r < R; ++r) {
         const T gz = g_z[(n * B + b0 + r) * D + d];
-        for (int l = 0; l < LANES; ++l) {
-          const T pre = x[r][l] * wd[l] + bd[l];
-          gq[r][l] += (relu(pre) - mu[r][l]) * gz;
-          const T g_pre = pre > T(0) ? qs[r][l] * gz : T(0);
-          gw_d[l] += x[r][l] * g_pre;
-          gb_d[l] += g_pre;
-          if constexpr (WANT_GX) gx[r][l] += wd[l] * g_pre;
-        }
-      }
-      for (int l = 0; l < LANES; ++l) {
-        gw[d * LANES + l] += gw_d[l];
-        gb[d * LANES + l] += gb_d[l];
+        for (int l = 0; l < LANES; ++l) gq[r][l] += (relu(x[r][l] * wd[l] + bd[l]) - mu[r][l]) * gz;
       }
     }
     store_rows<T, R>(gq, g_q, n, b0, c0, B, C);
-    if constexpr (WANT_GX) store_rows<T, R>(gx, g_x_part, n, b0, c0, B, C);
   });
-  for (int64_t j = 0; j < width; ++j)
-    for (int64_t d = 0; d < D; ++d) {
-      g_w[(n * C + c0 + j) * D + d] = gw[d * LANES + j];
-      g_bias[(n * C + c0 + j) * D + d] = gb[d * LANES + j];
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -311,26 +296,25 @@ std::vector<at::Tensor> stats_forward(at::Tensor x, at::Tensor w, at::Tensor bia
   return {mean, rstd, t_raw};
 }
 
-std::vector<at::Tensor> stats_backward(at::Tensor x, at::Tensor w, at::Tensor bias, at::Tensor u, at::Tensor mean,
+std::vector<at::Tensor> block_backward(at::Tensor x, at::Tensor w, at::Tensor bias, at::Tensor u, at::Tensor mean,
                                        at::Tensor rstd, at::Tensor g_mean, at::Tensor g_rstd, at::Tensor g_traw,
-                                       bool want_gx) {
+                                       at::Tensor q, at::Tensor g_z, bool want_gx) {
   const Shape s = shape_of(x, w);
   x = x.contiguous(), w = w.contiguous(), bias = bias.contiguous(), u = u.contiguous();
-  mean = mean.contiguous(), rstd = rstd.contiguous();
+  mean = mean.contiguous(), rstd = rstd.contiguous(), q = q.contiguous(), g_z = g_z.contiguous();
   g_mean = g_mean.contiguous(), g_rstd = g_rstd.contiguous(), g_traw = g_traw.contiguous();
   auto g_w = at::empty_like(w), g_bias = at::empty_like(bias);
   auto f64 = w.options().dtype(at::kDouble);
   auto g_u_part = at::empty({s.N, s.groups, s.D}, f64);
   auto g_x_part = want_gx ? at::empty({s.N, s.B, s.C}, f64) : at::Tensor();
-  AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "stats_backward", [&] {
+  AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "block_backward", [&] {
     over_tasks(s, [&](int64_t n, int64_t g) {
-      auto task = want_gx ? stats_backward_task<scalar_t, true> : stats_backward_task<scalar_t, false>;
-      task(
-          x.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), bias.data_ptr<scalar_t>(), u.data_ptr<scalar_t>(),
-          mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>(), g_mean.data_ptr<scalar_t>(),
-          g_rstd.data_ptr<scalar_t>(), g_traw.data_ptr<scalar_t>(), g_w.data_ptr<scalar_t>(),
-          g_bias.data_ptr<scalar_t>(), g_u_part.data_ptr<double>(),
-          want_gx ? g_x_part.data_ptr<double>() : nullptr, n, g, s.B, s.C, s.D);
+      auto task = want_gx ? block_backward_task<scalar_t, true> : block_backward_task<scalar_t, false>;
+      task(x.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), bias.data_ptr<scalar_t>(), u.data_ptr<scalar_t>(),
+           mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>(), g_mean.data_ptr<scalar_t>(),
+           g_rstd.data_ptr<scalar_t>(), g_traw.data_ptr<scalar_t>(), q.data_ptr<scalar_t>(),
+           g_z.data_ptr<scalar_t>(), g_w.data_ptr<scalar_t>(), g_bias.data_ptr<scalar_t>(),
+           g_u_part.data_ptr<double>(), want_gx ? g_x_part.data_ptr<double>() : nullptr, n, g, s.B, s.C, s.D);
     });
   });
   auto g_x = want_gx ? g_x_part.sum(0).to(w.scalar_type()) : at::empty({0}, w.options());
@@ -351,31 +335,26 @@ at::Tensor pool_forward(at::Tensor x, at::Tensor w, at::Tensor bias, at::Tensor 
   return z_part.sum(1).to(w.scalar_type());
 }
 
-std::vector<at::Tensor> pool_backward(at::Tensor x, at::Tensor w, at::Tensor bias, at::Tensor mean, at::Tensor q,
-                                      at::Tensor g_z, bool want_gx) {
+at::Tensor pool_grad_q(at::Tensor x, at::Tensor w, at::Tensor bias, at::Tensor mean, at::Tensor g_z) {
   const Shape s = shape_of(x, w);
-  x = x.contiguous(), w = w.contiguous(), bias = bias.contiguous(), mean = mean.contiguous(), q = q.contiguous();
+  x = x.contiguous(), w = w.contiguous(), bias = bias.contiguous(), mean = mean.contiguous();
   g_z = g_z.contiguous();
-  auto g_w = at::empty_like(w), g_bias = at::empty_like(bias), g_q = at::empty({s.N, s.B, s.C}, w.options());
-  auto g_x_part = want_gx ? at::empty({s.N, s.B, s.C}, w.options().dtype(at::kDouble)) : at::Tensor();
-  AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "pool_backward", [&] {
+  auto g_q = at::empty({s.N, s.B, s.C}, w.options());
+  AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "pool_grad_q", [&] {
     over_tasks(s, [&](int64_t n, int64_t g) {
-      auto task = want_gx ? pool_backward_task<scalar_t, true> : pool_backward_task<scalar_t, false>;
-      task(x.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), bias.data_ptr<scalar_t>(),
-                                   mean.data_ptr<scalar_t>(), q.data_ptr<scalar_t>(), g_z.data_ptr<scalar_t>(),
-                                   g_q.data_ptr<scalar_t>(), g_w.data_ptr<scalar_t>(), g_bias.data_ptr<scalar_t>(),
-                                   want_gx ? g_x_part.data_ptr<double>() : nullptr, n, g, s.B, s.C, s.D);
+      pool_grad_q_task<scalar_t>(x.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), bias.data_ptr<scalar_t>(),
+                                 mean.data_ptr<scalar_t>(), g_z.data_ptr<scalar_t>(), g_q.data_ptr<scalar_t>(), n,
+                                 g, s.B, s.C, s.D);
     });
   });
-  auto g_x = want_gx ? g_x_part.sum(0).to(w.scalar_type()) : at::empty({0}, w.options());
-  return {g_x, g_w, g_bias, g_q};
+  return g_q;
 }
 
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("stats_forward", &stats_forward);
-  m.def("stats_backward", &stats_backward);
+  m.def("block_backward", &block_backward);
   m.def("pool_forward", &pool_forward);
-  m.def("pool_backward", &pool_backward);
+  m.def("pool_grad_q", &pool_grad_q);
 }

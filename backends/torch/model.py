@@ -230,10 +230,10 @@ def forward_r5_fused(p: Params, x: torch.Tensor) -> torch.Tensor:
     gamma, beta = p["ln_emb.weight"], p["ln_emb.bias"]  # (N, D)
     v = p["tdown.dense0.weight"][0]  # (D,)
     x = x.to(w.dtype)  # under autocast the block stays in the parameters' dtype
-    mean, rstd, t_raw = fused.embed_stats(x, w, bias, gamma * v)  # (N, B, C) each
+    mean, rstd, t_raw, handoff = fused.embed_stats(x, w, bias, gamma * v)  # (N, B, C) each
     t = rstd * t_raw + (beta @ v)[:, None, None]  # (N, B, C)
     alpha, offset = _reassociated_pooling(t, mask, p)
-    centred = fused.embed_pool(x, w, bias, mean, (alpha * rstd).to(w.dtype))  # (N, B, D)
+    centred = fused.embed_pool(x, w, bias, mean, (alpha * rstd).to(w.dtype), handoff)  # (N, B, D)
     z = gamma.unsqueeze(1) * centred + beta.unsqueeze(1) * alpha.sum(-1, keepdim=True) + offset
     return head_mlp(z, p).T  # (B, N)
 

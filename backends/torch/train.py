@@ -144,10 +144,12 @@ class TorchTrainer(Trainer):
         still being summed: read it through `_summed`)."""
         rows = self.group.local_rows(idx)
         denominator = len(idx) * self.cfg.n_cycles  # the GLOBAL B·N: rank losses add up
-        # Gradients stay allocated (zeroed, not freed): a rank with an empty slice still
-        # contributes zeros, captured CUDA graphs keep pointing at the same buffers, and under
-        # DDP they are views into its buckets.
-        self.optimizer.zero_grad(set_to_none=False)
+        # Across ranks and under CUDA graphs the gradients stay allocated (zeroed, not freed): a
+        # rank with an empty slice still contributes zeros, captured graphs keep pointing at the
+        # same buffers, and under DDP they are views into its buckets. A single process without
+        # graphs frees them instead, so that backward hands each parameter its new gradient
+        # rather than adding it to zeros (0 + g is g exactly: the same numbers, one pass less).
+        self.optimizer.zero_grad(set_to_none=self.group.world == 1 and not self.options["cuda_graphs"])
         if self.ddp is not None:
             # DDP's reducer waits for every rank's backward: a rank whose slice is empty runs one
             # row at weight zero, which adds exact zeros to the sums.

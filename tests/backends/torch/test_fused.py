@@ -1,7 +1,7 @@
 """The fused embedding kernels of backends/torch/fused.py and the variant r5-fused built on them.
 
 Oracles: the float64 reference trainer (through bench check), torch's finite differences
-(gradcheck) for each autograd Function on its own, and torch r5, which computes the same function
+(gradcheck) for the two autograd Functions chained and for the first alone, and torch r5, which computes the same function
 with H materialised, on odd shapes (one row, a short batch, an odd batch, D not a multiple of 8 and
 D past two of the pool forward's 64-channel blocks, C spanning several 32-column tasks with a
 remainder).
@@ -44,11 +44,21 @@ def inputs(N: int, B: int, C: int, D: int, seed: int = 0) -> dict[str, torch.Ten
     return {k: torch.tensor(a, dtype=torch.float64, requires_grad=True) for k, a in arrays.items()}
 
 
-@pytest.mark.parametrize("N, B, C, D", [(2, 3, 5, 7), (1, 2, fused.LANES + 3, 5)])
-def test_gradcheck_of_each_function(N, B, C, D):
+def stats_then_pool(x, w, bias, u, extra):
+    """The two Functions chained as in r5-fused, with a made-up middle so that q depends on the
+    stats: the pool's share of the gradients of x, W and Bias reaches them through the handoff."""
+    mean, rstd, t_raw, handoff = fused.embed_stats(x, w, bias, u)
+    q = torch.tanh(t_raw) * rstd + extra
+    z = fused.embed_pool(x, w, bias, mean, q, handoff)
+    return z * mean.sum(-1, keepdim=True), t_raw
+
+
+@pytest.mark.parametrize("N, B, C, D", [(2, 3, 5, 7), (1, 2, fused.LANES + 3, 5), (1, 5, 9, 131)])
+def test_gradcheck_of_the_block(N, B, C, D):
     t = inputs(N, B, C, D)
-    assert torch.autograd.gradcheck(fused.EmbedStats.apply, (t["x"], t["w"], t["bias"], t["u"]))
-    assert torch.autograd.gradcheck(fused.EmbedPool.apply, (t["x"], t["w"], t["bias"], t["mean"], t["q"]))
+    assert torch.autograd.gradcheck(stats_then_pool, (t["x"], t["w"], t["bias"], t["u"], t["q"]))
+    # EmbedStats alone: no pool, so a zero handoff gradient and no pool share.
+    assert torch.autograd.gradcheck(lambda *a: fused.embed_stats(*a)[:3], (t["x"], t["w"], t["bias"], t["u"]))
 
 
 def data_for(cfg: spec.TromptConfig, rows: int) -> tuple[dict, np.ndarray, np.ndarray]:
