@@ -201,7 +201,11 @@ def test_an_explicit_device_is_used_as_given_without_probing(monkeypatch, tmp_pa
     code, commands = run_bench_all(monkeypatch, tmp_path, ["--backends", "reference,torch", "--device", "cpu"])
     assert code == 0
     assert sorted(p.name for p in tmp_path.glob("*.json")) == [
-        "reference-cpu-float32.json", "torch-cpu-float32-compile.json", "torch-cpu-float32.json"]
+        "reference-cpu-float32.json", "torch-cpu-float32-compile.json", "torch-cpu-float32-fused-compile.json",
+        "torch-cpu-float32.json"]
+    # The fused kernels are CPU-only: that row exists on the CPU (here) and not on CUDA (above).
+    fused = [c for c in commands if "variant=r5-fused" in c]
+    assert len(fused) == 1 and "compile=true" in fused[0]
     assert "devices:" not in capsys.readouterr().err
 
 
@@ -220,7 +224,7 @@ def test_the_machine_is_measured_once_per_device_and_every_run_reads_it(monkeypa
     use_classes(monkeypatch, {"reference": fake_class("reference", ("cpu",), {"cpu"}),
                               "torch": fake_class("torch", ("cpu",), {"cpu"})})
     code, commands = run_bench_all(monkeypatch, tmp_path, ["--backends", "reference,torch", "--device", "cpu"])
-    assert code == 0 and len(commands) == 3  # reference, torch, torch compile
+    assert code == 0 and len(commands) == 4  # reference, torch, torch compile, torch fused + compile
     assert all(dict(zip(c, c[1:]))["--machine-peaks"] == str(tmp_path / "machine" / "peaks_cpu.json")
                for c in commands)
     assert (tmp_path / "machine" / "peaks_cpu.json").exists()
