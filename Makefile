@@ -66,18 +66,20 @@ endif
 # System libraries some backends want, provided where we can (root + apt), otherwise explained:
 # - clang: tinygrad's CPU device compiles its kernels with it (without it tinygrad reports itself
 #   unusable; nothing else changes);
+# - g++: torch's variant r5-fused compiles its C++ kernels with it at first use (`bench all` times
+#   that row on the CPU);
 # - OpenBLAS: the Linux mlx-cpu wheel bundles a reference BLAS ~50x slower on these GEMMs; the mlx
 #   backend loads the system OpenBLAS when present (docs/REPORT.md, MLX section).
-TOOLCHAIN_PKGS := $(if $(shell command -v clang),,clang) \
+TOOLCHAIN_PKGS := $(if $(shell command -v clang),,clang) $(if $(shell command -v g++),,g++) \
                   $(if $(wildcard /usr/lib/*-linux-gnu/openblas-pthread/libopenblas.so.0),,libopenblas0-pthread)
 
 toolchain:
 	@pkgs="$(strip $(TOOLCHAIN_PKGS))"; [ -z "$$pkgs" ] && exit 0; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  echo "installing $$pkgs (apt-get): clang for tinygrad's CPU device, OpenBLAS for MLX"; \
+	  echo "installing $$pkgs (apt-get): clang for tinygrad's CPU device, g++ for torch's fused kernels, OpenBLAS for MLX"; \
 	  (apt-get install -y -qq $$pkgs >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq $$pkgs >/dev/null 2>&1)) \
-	    || echo "warning: could not install $$pkgs; tinygrad's CPU device / MLX's fast BLAS may be unavailable"; \
-	else echo "note: missing $$pkgs and no root apt-get: tinygrad's CPU device / MLX's fast BLAS may be unavailable"; fi
+	    || echo "warning: could not install $$pkgs; tinygrad's CPU device / torch's fused kernels / MLX's fast BLAS may be unavailable"; \
+	else echo "note: missing $$pkgs and no root apt-get: tinygrad's CPU device / torch's fused kernels / MLX's fast BLAS may be unavailable"; fi
 
 bench: venv toolchain
 	$(BENCH_ENV) $(PY) -m bench all --data synthetic:small --batch-size 8 $(BENCH_ARGS)
