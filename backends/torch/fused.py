@@ -63,7 +63,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import platform
+import shutil
 from pathlib import Path
 from types import ModuleType
 
@@ -93,11 +95,23 @@ def _isa_tag() -> str:
     return hashlib.sha1(flags.encode()).hexdigest()[:8]
 
 
+def _ninja_on_path() -> None:
+    """torch's builder runs `ninja` by name. The pinned pip package puts it in the virtualenv's
+    bin folder, which is not on PATH when the venv's python is run without activating it."""
+    if shutil.which("ninja") is None:
+        try:
+            import ninja
+        except ImportError:
+            return  # the build then fails with torch's own "Ninja is required" message
+        os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+
+
 @functools.cache
 def kernels() -> ModuleType:
     """The compiled extension (built on the first call in a machine's lifetime, then loaded)."""
     from torch.utils import cpp_extension
 
+    _ninja_on_path()
     try:
         return cpp_extension.load(
             name=f"trompt_fused_block_{_isa_tag()}", sources=[str(SOURCE)],

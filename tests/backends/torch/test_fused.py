@@ -9,6 +9,9 @@ remainder).
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import numpy as np
 import pytest
 
@@ -95,6 +98,13 @@ def test_refuses_a_device_other_than_the_cpu():
     p = model.stack_params(params, CFG)
     with pytest.raises(ValueError, match="r5-fused runs on the CPU only"):
         model.forward_r5_fused(p, torch.empty(2, CFG.n_columns, device="meta"))
+
+
+def test_the_pinned_ninja_is_found_without_an_activated_venv(monkeypatch):
+    ninja = pytest.importorskip("ninja")
+    monkeypatch.setenv("PATH", "/nonexistent")  # no ninja by name, as for `.venv/bin/python -m ...`
+    fused._ninja_on_path()
+    assert shutil.which("ninja") == os.path.join(ninja.BIN_DIR, "ninja")
 
 
 def test_a_failed_build_is_one_clear_error(monkeypatch):
