@@ -3,14 +3,14 @@
 // this file holds the four loops (stats forward, pool forward, the block backward, pool's g_q).
 // Built at first use by torch.utils.cpp_extension (fused.py).
 //
-// Register blocking. Three kernels (stats forward, block backward, pool's g_q) sum over the channels d, so
-// they put LANES columns c side by side in one vector and loop over d: every sum over d is then a
-// per-lane (vertical) add, never a horizontal one, and the order of every sum is the loop order.
-// W and Bias of LANES columns are copied transposed into a (D, LANES) tile once per task; RB rows
-// of the batch share each tile row, and their accumulators (fixed-size arrays the compiler keeps
-// in registers) live across the whole loop over d. The pool forward sums over columns instead,
-// so it keeps the channels in the lanes (W's own layout) and holds RB rows × DB channels of
-// accumulators across its loop over columns.
+// Register blocking. Three kernels (stats forward, block backward, pool's g_q) sum over the
+// channels d, so they put LANES columns c side by side in the vector lanes and loop over d: every
+// sum over d is then a per-lane (vertical) add, never a horizontal one, and the order of every sum
+// is the loop order. W and Bias of LANES columns are copied transposed into a (D, LANES) tile once
+// per task; RB rows of the batch share each tile row, and their accumulators (fixed-size arrays the
+// compiler keeps in registers) live across the whole loop over d. The pool forward sums over
+// columns instead, so it keeps the channels in the lanes (W's own layout) and holds 2 rows × DB
+// channels of accumulators across its loop over columns.
 //
 // Threads: at::parallel_for runs the tasks on torch's own OpenMP pool (the libgomp torch loaded),
 // so the kernels and torch's ops never compete with a second pool for the cores. A task owns one
@@ -59,14 +59,16 @@ struct Tile {
 
 // (N, B, C) values of rows b0..b0+R of one task, zero past C.
 template <typename T, int R>
-inline void load_rows(T (&out)[R][LANES], const T* a, int64_t n, int64_t b0, int64_t c0, int64_t B, int64_t C) {
+inline void load_rows(T (&out)[R][LANES], const T* a, int64_t n, int64_t b0, int64_t c0, int64_t B,
+                      int64_t C) {
   const int64_t width = std::min<int64_t>(LANES, C - c0);
   for (int r = 0; r < R; ++r)
     for (int l = 0; l < LANES; ++l) out[r][l] = l < width ? a[(n * B + b0 + r) * C + c0 + l] : T(0);
 }
 
 template <typename T, int R, typename Out>
-inline void store_rows(const T (&in)[R][LANES], Out* a, int64_t n, int64_t b0, int64_t c0, int64_t B, int64_t C) {
+inline void store_rows(const T (&in)[R][LANES], Out* a, int64_t n, int64_t b0, int64_t c0, int64_t B,
+                       int64_t C) {
   const int64_t width = std::min<int64_t>(LANES, C - c0);
   for (int r = 0; r < R; ++r)
     for (int l = 0; l < width; ++l) a[(n * B + b0 + r) * C + c0 + l] = in[r][l];
@@ -201,8 +203,9 @@ void block_backward_task(const T* X, const T* W, const T* Bias, const T* U, cons
 // z_part[n, group] and the caller adds the groups.
 
 template <typename T, int R, int DW>
-inline void pool_forward_block(const T* X, const T* W, const T* Bias, const T* mean, const T* q, double* z_part,
-                               int64_t n, int64_t group, int64_t b0, int64_t d0, int64_t B, int64_t C, int64_t D) {
+inline void pool_forward_block(const T* X, const T* W, const T* Bias, const T* mean, const T* q,
+                               double* z_part, int64_t n, int64_t group, int64_t b0, int64_t d0, int64_t B,
+                               int64_t C, int64_t D) {
   const int64_t c0 = group * LANES, c1 = std::min<int64_t>(C, c0 + LANES);
   T acc[R][DW] = {};
   for (int64_t c = c0; c < c1; ++c) {
@@ -229,11 +232,13 @@ void pool_forward_task(const T* X, const T* W, const T* Bias, const T* mean, con
   int64_t b0 = 0;
   for (; b0 + PR <= B; b0 += PR) {
     int64_t d0 = 0;
-    for (; d0 + DB <= D; d0 += DB) pool_forward_block<T, PR, DB>(X, W, Bias, mean, q, z_part, n, group, b0, d0, B, C, D);
+    for (; d0 + DB <= D; d0 += DB)
+      pool_forward_block<T, PR, DB>(X, W, Bias, mean, q, z_part, n, group, b0, d0, B, C, D);
     for (; d0 < D; ++d0) pool_forward_block<T, PR, 1>(X, W, Bias, mean, q, z_part, n, group, b0, d0, B, C, D);
   }
   for (; b0 < B; ++b0)
-    for (int64_t d0 = 0; d0 < D; ++d0) pool_forward_block<T, 1, 1>(X, W, Bias, mean, q, z_part, n, group, b0, d0, B, C, D);
+    for (int64_t d0 = 0; d0 < D; ++d0)
+      pool_forward_block<T, 1, 1>(X, W, Bias, mean, q, z_part, n, group, b0, d0, B, C, D);
 }
 
 // EmbedPool backward, the part that is not the block's: g_q_c = Σ_d (H[c,d] − μ_c) g_ẑ,d (its share
@@ -270,7 +275,8 @@ struct Shape {
 };
 
 Shape shape_of(const at::Tensor& x, const at::Tensor& w) {
-  TORCH_CHECK(x.dim() == 2 && w.dim() == 3 && x.size(1) == w.size(1), "fused block: x (B, C) and W (N, C, D) expected");
+  TORCH_CHECK(x.dim() == 2 && w.dim() == 3 && x.size(1) == w.size(1),
+              "fused block: x (B, C) and W (N, C, D) expected");
   const int64_t C = w.size(1);
   return {w.size(0), x.size(0), C, w.size(2), (C + LANES - 1) / LANES};
 }
@@ -285,20 +291,22 @@ void over_tasks(const Shape& s, Task&& task) {
 std::vector<at::Tensor> stats_forward(at::Tensor x, at::Tensor w, at::Tensor bias, at::Tensor u, double eps) {
   const Shape s = shape_of(x, w);
   x = x.contiguous(), w = w.contiguous(), bias = bias.contiguous(), u = u.contiguous();
-  auto mean = at::empty({s.N, s.B, s.C}, w.options()), rstd = at::empty_like(mean), t_raw = at::empty_like(mean);
+  auto mean = at::empty({s.N, s.B, s.C}, w.options());
+  auto rstd = at::empty_like(mean), t_raw = at::empty_like(mean);
   AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "stats_forward", [&] {
     over_tasks(s, [&](int64_t n, int64_t g) {
-      stats_forward_task<scalar_t>(x.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), bias.data_ptr<scalar_t>(),
-                                   u.data_ptr<scalar_t>(), mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>(),
+      stats_forward_task<scalar_t>(x.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
+                                   bias.data_ptr<scalar_t>(), u.data_ptr<scalar_t>(),
+                                   mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>(),
                                    t_raw.data_ptr<scalar_t>(), n, g * LANES, s.B, s.C, s.D, eps);
     });
   });
   return {mean, rstd, t_raw};
 }
 
-std::vector<at::Tensor> block_backward(at::Tensor x, at::Tensor w, at::Tensor bias, at::Tensor u, at::Tensor mean,
-                                       at::Tensor rstd, at::Tensor g_mean, at::Tensor g_rstd, at::Tensor g_traw,
-                                       at::Tensor q, at::Tensor g_z, bool want_gx) {
+std::vector<at::Tensor> block_backward(at::Tensor x, at::Tensor w, at::Tensor bias, at::Tensor u,
+                                       at::Tensor mean, at::Tensor rstd, at::Tensor g_mean, at::Tensor g_rstd,
+                                       at::Tensor g_traw, at::Tensor q, at::Tensor g_z, bool want_gx) {
   const Shape s = shape_of(x, w);
   x = x.contiguous(), w = w.contiguous(), bias = bias.contiguous(), u = u.contiguous();
   mean = mean.contiguous(), rstd = rstd.contiguous(), q = q.contiguous(), g_z = g_z.contiguous();
@@ -323,13 +331,14 @@ std::vector<at::Tensor> block_backward(at::Tensor x, at::Tensor w, at::Tensor bi
 
 at::Tensor pool_forward(at::Tensor x, at::Tensor w, at::Tensor bias, at::Tensor mean, at::Tensor q) {
   const Shape s = shape_of(x, w);
-  x = x.contiguous(), w = w.contiguous(), bias = bias.contiguous(), mean = mean.contiguous(), q = q.contiguous();
+  x = x.contiguous(), w = w.contiguous(), bias = bias.contiguous();
+  mean = mean.contiguous(), q = q.contiguous();
   auto z_part = at::empty({s.N, s.groups, s.B, s.D}, w.options().dtype(at::kDouble));
   AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "pool_forward", [&] {
     over_tasks(s, [&](int64_t n, int64_t g) {
       pool_forward_task<scalar_t>(x.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), bias.data_ptr<scalar_t>(),
-                                  mean.data_ptr<scalar_t>(), q.data_ptr<scalar_t>(), z_part.data_ptr<double>(), n,
-                                  g, s.B, s.C, s.D);
+                                  mean.data_ptr<scalar_t>(), q.data_ptr<scalar_t>(),
+                                  z_part.data_ptr<double>(), n, g, s.B, s.C, s.D);
     });
   });
   return z_part.sum(1).to(w.scalar_type());
@@ -343,8 +352,8 @@ at::Tensor pool_grad_q(at::Tensor x, at::Tensor w, at::Tensor bias, at::Tensor m
   AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "pool_grad_q", [&] {
     over_tasks(s, [&](int64_t n, int64_t g) {
       pool_grad_q_task<scalar_t>(x.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), bias.data_ptr<scalar_t>(),
-                                 mean.data_ptr<scalar_t>(), g_z.data_ptr<scalar_t>(), g_q.data_ptr<scalar_t>(), n,
-                                 g, s.B, s.C, s.D);
+                                 mean.data_ptr<scalar_t>(), g_z.data_ptr<scalar_t>(),
+                                 g_q.data_ptr<scalar_t>(), n, g, s.B, s.C, s.D);
     });
   });
   return g_q;
