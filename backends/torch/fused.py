@@ -36,7 +36,7 @@ The gradients, with dev_d = H_d − μ (Σ_d dev_d = 0) and ū = (1/D) Σ_d u_d:
       g_x[b,c] = Σ_n Σ_d W[c,d] g_pre.
 
 Arithmetic. The kernels compute in the storage dtype, as torch's own kernels do. The sums inside a
-kernel are short (over D = 128 channels, 16 columns, or the B rows) and run in loop order; the
+kernel are short (over D = 128 channels, 32 columns, or the B rows) and run in loop order; the
 long ones across tasks (ẑ over all columns, g_u over rows and columns, g_x over cells) are added
 in float64. `bench check` and tests/backends/torch/test_fused.py measure the result against the
 float64 reference and against torch r5. The variance is two-pass (the mean first, then the mean
@@ -74,7 +74,8 @@ import torch
 from backends.spec import LN_EPS
 
 SOURCE = Path(__file__).with_name("fused_block.cpp")
-# Columns per parallel task in fused_block.cpp (its LANES); the tests size their shapes from it.
+# Columns per parallel task in fused_block.cpp (its LANES, which the module exports: a test checks
+# that they agree); the tests size their shapes from it without building the extension.
 LANES = 32
 
 

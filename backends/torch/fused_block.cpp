@@ -366,4 +366,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("block_backward", &block_backward);
   m.def("pool_forward", &pool_forward);
   m.def("pool_grad_q", &pool_grad_q);
+  m.attr("LANES") = LANES;
 }

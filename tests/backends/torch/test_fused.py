@@ -1,10 +1,10 @@
 """The fused embedding kernels of backends/torch/fused.py and the variant r5-fused built on them.
 
 Oracles: the float64 reference trainer (through bench check), torch's finite differences
-(gradcheck) for the two autograd Functions chained and for the first alone, and torch r5, which computes the same function
-with H materialised, on odd shapes (one row, a short batch, an odd batch, D not a multiple of 8 and
-D past two of the pool forward's 64-channel blocks, C spanning several 32-column tasks with a
-remainder).
+(gradcheck) for the two autograd Functions chained and for the first alone, and torch r5, which
+computes the same function with H materialised, on odd shapes (one row, a short batch, an odd
+batch, D not a multiple of 8 and D past two of the pool forward's 64-channel blocks, C spanning
+several 32-column tasks with a remainder).
 """
 
 from __future__ import annotations
@@ -98,6 +98,10 @@ def test_refuses_a_device_other_than_the_cpu():
     p = model.stack_params(params, CFG)
     with pytest.raises(ValueError, match="r5-fused runs on the CPU only"):
         model.forward_r5_fused(p, torch.empty(2, CFG.n_columns, device="meta"))
+
+
+def test_the_shapes_here_follow_the_kernels_column_blocks():
+    assert fused.kernels().LANES == fused.LANES
 
 
 def test_the_pinned_ninja_is_found_without_an_activated_venv(monkeypatch):
