@@ -51,6 +51,14 @@ them in registers, and numba's thread pool was a second one beside torch's, comp
 the cores, where at::parallel_for runs on torch's own pool. How the loops are blocked is at the top
 of fused_block.cpp.
 
+Layout. The kernels that sum over the channels put 32 columns in the vector lanes, so they want
+row d of W for those columns as consecutive numbers, which the stacked layout (N, C, D) does not
+give: each task would copy and transpose its (32, D) block of W and Bias first, four times a step.
+The r5-fused variant therefore keeps these two parameters channels-major, (N, D, C)
+(model.TRANSPOSED): the kernels read them in place and write their gradients in the same layout.
+AdamW is element-wise, so the update does not depend on the layout; the canonical (C, D) arrays
+are restored whenever parameters, gradients or checkpoints leave the trainer (model.unstack).
+
 Building. The extension is compiled at first use with the machine's C++ compiler (g++ with
 -O3 -march=native; tens of seconds) by torch.utils.cpp_extension, which caches it under
 TORCH_EXTENSIONS_DIR (default ~/.cache/torch_extensions) and rebuilds it when the source changes.
@@ -139,7 +147,7 @@ def stats_forward(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, u: torch
 @stats_forward.register_fake
 def _(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, u: torch.Tensor
       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    shape = (w.shape[0], x.shape[0], w.shape[1])
+    shape = (w.shape[0], x.shape[0], w.shape[2])
     return tuple(w.new_empty(shape) for _ in range(3))
 
 
@@ -172,7 +180,7 @@ def pool_forward(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, mean: tor
 @pool_forward.register_fake
 def _(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor, q: torch.Tensor
       ) -> torch.Tensor:
-    return w.new_empty((w.shape[0], x.shape[0], w.shape[2]))
+    return w.new_empty((w.shape[0], x.shape[0], w.shape[1]))
 
 
 @torch.library.custom_op("trompt_fused::pool_grad_q", mutates_args=())
@@ -204,7 +212,7 @@ def _(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor, 
 
 
 class EmbedStats(torch.autograd.Function):
-    """(x (B, C), W (N, C, D), Bias (N, C, D), u (N, D)) -> (μ, r, t_raw) each (N, B, C), and
+    """(x (B, C), W (N, D, C), Bias (N, D, C), u (N, D)) -> (μ, r, t_raw) each (N, B, C), and
     handoff (N, B, C + D), zeros, for EmbedPool."""
 
     @staticmethod
@@ -213,7 +221,7 @@ class EmbedStats(torch.autograd.Function):
         mean, rstd, t_raw = stats_forward(x, w, bias, u)
         # μ and r are saved for the backward: (N, B, C) numbers, against H's (N, B, C, D).
         ctx.save_for_backward(x, w, bias, u, mean, rstd)
-        handoff = w.new_zeros((w.shape[0], x.shape[0], w.shape[1] + w.shape[2]))
+        handoff = w.new_zeros((w.shape[0], x.shape[0], w.shape[2] + w.shape[1]))
         return mean, rstd, t_raw, handoff
 
     @staticmethod
@@ -221,14 +229,14 @@ class EmbedStats(torch.autograd.Function):
                  g_handoff: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, w, bias, u, mean, rstd = ctx.saved_tensors
         want_gx = ctx.needs_input_grad[0]
-        q, g_z = g_handoff.split([w.shape[1], w.shape[2]], dim=-1)  # the pool's share (zeros if none)
+        q, g_z = g_handoff.split([w.shape[2], w.shape[1]], dim=-1)  # the pool's share (zeros if none)
         g_x, g_w, g_bias, g_u = block_backward(x, w, bias, u, mean, rstd, g_mean, g_rstd, g_traw, q, g_z,
                                                want_gx)
         return g_x if want_gx else None, g_w, g_bias, g_u
 
 
 class EmbedPool(torch.autograd.Function):
-    """(x (B, C), W, Bias (N, C, D), μ (N, B, C), q (N, B, C), handoff) -> ẑ (N, B, D)."""
+    """(x (B, C), W, Bias (N, D, C), μ (N, B, C), q (N, B, C), handoff) -> ẑ (N, B, D)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor,

@@ -11,7 +11,7 @@ The ladder of rewrites, each a function `(params, x) -> (B, N)` predictions:
     r5  r4 with the embedding LayerNorm's affine folded into the head (F6): E is never built,
         only H = relu(x * W + Bias) and its per-(b, c) mean and inverse std
     r5-fused  r5 whose passes over H run in fused C++ kernels (fused.py) that recompute H
-        instead of storing it (CPU only)
+        instead of storing it (CPU only); W and Bias are stored (N, D, C) for them (TRANSPOSED)
 
 Parameters live "stacked": the six cells' copies of a canonical tensor `tcells.{n}.NAME` form one
 tensor `NAME` of shape (N, ...), so a batched op serves all cells. `stack_params`/`unstack`
@@ -38,6 +38,9 @@ from backends.spec import CELL_PARAMS, LN_EPS, TromptConfig
 Params = dict[str, torch.Tensor]
 # The stacked parameters every variant detaches: their true gradient is exactly zero (F7).
 DETACHED_PARAMS = ("ln_col.bias", "tdown.dense0.bias")
+# Stacked parameters a variant keeps transposed, (N, D, C) instead of (N, C, D): r5-fused's
+# kernels read W and Bias channels-major, in place (fused.py, "Layout").
+TRANSPOSED: dict[str, tuple[str, ...]] = {"r5-fused": ("feature_emb_weight", "feature_emb_bias")}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -45,29 +48,34 @@ DETACHED_PARAMS = ("ln_col.bias", "tdown.dense0.bias")
 
 
 def stack_params(params: dict[str, np.ndarray], cfg: TromptConfig, cells: list[int] | None = None,
-                 dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> Params:
-    """Canonical numpy dict -> stacked torch tensors; `cells` picks a subset (cell parallelism)."""
+                 dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                 transposed: tuple[str, ...] = ()) -> Params:
+    """Canonical numpy dict -> stacked torch tensors; `cells` picks a subset (cell parallelism);
+    the cell parameters named in `transposed` are stored (N, D, C) (see TRANSPOSED)."""
     cells = list(range(cfg.n_cycles)) if cells is None else cells
 
     def to_torch(array: np.ndarray) -> torch.Tensor:
-        return torch.tensor(np.asarray(array), dtype=dtype, device=device)
+        return torch.tensor(np.ascontiguousarray(array), dtype=dtype, device=device)
 
     stacked = {"prompt": to_torch(params["prompt"])}
     for name in CELL_PARAMS:
-        stacked[name] = to_torch(np.stack([params[f"tcells.{n}.{name}"] for n in cells]))
+        cell_stack = np.stack([params[f"tcells.{n}.{name}"] for n in cells])
+        stacked[name] = to_torch(cell_stack.swapaxes(1, 2) if name in transposed else cell_stack)
     for name in params:
         if name.startswith("tdown."):
             stacked[name] = to_torch(params[name])
     return stacked
 
 
-def unstack(stacked: dict[str, torch.Tensor], cfg: TromptConfig, cells: list[int] | None = None
-            ) -> dict[str, np.ndarray]:
+def unstack(stacked: dict[str, torch.Tensor], cfg: TromptConfig, cells: list[int] | None = None,
+            transposed: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
     """Stacked tensors (or their gradients) -> canonical numpy dict (only the given cells)."""
     cells = list(range(cfg.n_cycles)) if cells is None else cells
     out: dict[str, np.ndarray] = {}
     for name, tensor in stacked.items():
         array = tensor.detach().cpu().numpy()
+        if name in transposed:
+            array = array.swapaxes(1, 2)
         if name in CELL_PARAMS:
             for i, n in enumerate(cells):
                 out[f"tcells.{n}.{name}"] = array[i].copy()
@@ -226,7 +234,7 @@ def forward_r5_fused(p: Params, x: torch.Tensor) -> torch.Tensor:
     from backends.torch import fused  # the kernels' ops are registered only when this variant runs
 
     mask = importance_mask(p)  # (N, P, C)
-    w, bias = p["feature_emb_weight"], p["feature_emb_bias"]  # (N, C, D)
+    w, bias = p["feature_emb_weight"], p["feature_emb_bias"]  # (N, D, C): TRANSPOSED
     gamma, beta = p["ln_emb.weight"], p["ln_emb.bias"]  # (N, D)
     v = p["tdown.dense0.weight"][0]  # (D,)
     x = x.to(w.dtype)  # under autocast the block stays in the parameters' dtype

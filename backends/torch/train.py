@@ -60,8 +60,9 @@ class TorchTrainer(Trainer):
             raise ValueError(f"parallel=cells with {self.group.world} ranks needs at least as many cells "
                              f"(n_cycles={cfg.n_cycles})")
         self.cells = self.group.local_cells(cfg.n_cycles)
-        self.p = {k: nn.Parameter(t) for k, t in
-                  model.stack_params(params, cfg, self.cells, self.dtype, self.device).items()}
+        self.transposed = model.TRANSPOSED.get(options["variant"], ())
+        self.p = {k: nn.Parameter(t) for k, t in model.stack_params(
+            params, cfg, self.cells, self.dtype, self.device, self.transposed).items()}
         # Which gradients are summed across ranks, and how: under ddp all of them (by torch's
         # DistributedDataParallel during the backward, or in one flat all-reduce after it), under
         # cells only the replicated ones; the rest stay with their rank.
@@ -273,13 +274,13 @@ class TorchTrainer(Trainer):
         self._summed()
         scale = self.scaler.get_scale() if self.scaler else 1.0
         grads = self._gathered(model.unstack({k: t.grad / scale for k, t in self.p.items()},
-                                             self.cfg, self.cells))
+                                             self.cfg, self.cells, self.transposed))
         self.optimizer.zero_grad(set_to_none=False)
         return float(loss.item()), grads
 
     def params(self) -> dict[str, np.ndarray]:
         """Canonical numpy parameters (collective under parallel=cells)."""
-        return self._gathered(model.unstack(self.p, self.cfg, self.cells))
+        return self._gathered(model.unstack(self.p, self.cfg, self.cells, self.transposed))
 
     def peak_memory_mb(self) -> float | None:
         if self.backend.device == "cuda":
@@ -310,7 +311,7 @@ class TorchTrainer(Trainer):
                                for (k, t), st in zip(self.p.items(), opt_state)}
         out: dict[str, np.ndarray] = {}
         for prefix, stacked in tensors.items():
-            canonical = self._gathered(model.unstack(stacked, self.cfg, self.cells))
+            canonical = self._gathered(model.unstack(stacked, self.cfg, self.cells, self.transposed))
             out.update({f"{prefix}/{k}": v for k, v in canonical.items()})
         out["step"] = np.array(int(opt_state[0].get("step", 0)), dtype=np.int64)
         return out
@@ -318,7 +319,7 @@ class TorchTrainer(Trainer):
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
         def stacked(prefix: str) -> model.Params:
             canonical = {k: state[f"{prefix}/{k}"] for k in spec.param_names(self.cfg)}
-            return model.stack_params(canonical, self.cfg, self.cells, self.dtype, self.device)
+            return model.stack_params(canonical, self.cfg, self.cells, self.dtype, self.device, self.transposed)
 
         with torch.no_grad():
             for name, value in stacked("param").items():

@@ -3,8 +3,8 @@
 Oracles: the float64 reference trainer (through bench check), torch's finite differences
 (gradcheck) for the two autograd Functions chained and for the first alone, and torch r5, which
 computes the same function with H materialised, on odd shapes (one row, a short batch, an odd
-batch, D not a multiple of 8 and D past two of the pool forward's 64-channel blocks, C spanning
-several 32-column tasks with a remainder).
+batch, D odd and past 128, C spanning several 32-column tasks with a remainder, and columns past
+the pool forward's 16-column vectors).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from tests.backends.problems import CFG, problem  # noqa: E402
 
 # Several column blocks and a remainder block of 5 columns.
 WIDE = spec.TromptConfig(n_columns=2 * fused.LANES + 5, n_prompts=5, d_model=10, n_cycles=2)
-# Channels in two register blocks of the pool forward (64 each) and a remainder of 3.
+# An odd number of channels past 128: the pool forward's 2-channel blocks leave one over.
 DEEP = spec.TromptConfig(n_columns=fused.LANES + 7, n_prompts=3, d_model=131, n_cycles=1)
 
 
@@ -42,7 +42,7 @@ def inputs(N: int, B: int, C: int, D: int, seed: int = 0) -> dict[str, torch.Ten
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(B, C)) * np.where(rng.random(C) < 0.3, 20.0, 1.0)
     x[rng.random(x.shape) < 0.1] = 0.0
-    arrays = {"x": x, "w": rng.uniform(-1, 1, (N, C, D)), "bias": rng.uniform(-1, 1, (N, C, D)),
+    arrays = {"x": x, "w": rng.uniform(-1, 1, (N, D, C)), "bias": rng.uniform(-1, 1, (N, D, C)),
               "u": rng.normal(size=(N, D)), "mean": rng.random((N, B, C)), "q": rng.normal(size=(N, B, C))}
     return {k: torch.tensor(a, dtype=torch.float64, requires_grad=True) for k, a in arrays.items()}
 
@@ -74,11 +74,15 @@ def data_for(cfg: spec.TromptConfig, rows: int) -> tuple[dict, np.ndarray, np.nd
 
 def predictions_and_grads(variant: str, cfg: spec.TromptConfig, rows: int, dtype: torch.dtype
                           ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Predictions and gradients, the latter in the stacked (N, C, D) layout of every variant."""
     params, x, y = data_for(cfg, rows)
-    p = {k: t.requires_grad_() for k, t in model.stack_params(params, cfg, dtype=dtype).items()}
+    transposed = model.TRANSPOSED.get(variant, ())
+    p = {k: t.requires_grad_() for k, t in model.stack_params(params, cfg, dtype=dtype,
+                                                               transposed=transposed).items()}
     pred = model.VARIANTS[variant](p, torch.tensor(x, dtype=dtype))
     model.sum_squared_error(pred, torch.tensor(y, dtype=dtype)).backward()
-    return pred.detach(), {k: t.grad for k, t in p.items() if t.grad is not None}
+    return pred.detach(), {k: t.grad.transpose(1, 2) if k in transposed else t.grad
+                           for k, t in p.items() if t.grad is not None}
 
 
 @pytest.mark.parametrize("cfg, rows", [(CFG, 1), (CFG, 3), (WIDE, 3), (DEEP, 5)], ids=["B=1", "B=3", "wide", "deep"])
@@ -95,7 +99,7 @@ def test_matches_r5_on_odd_shapes(cfg, rows, dtype, tol):
 
 def test_refuses_a_device_other_than_the_cpu():
     params, _, _ = problem(rows=2)
-    p = model.stack_params(params, CFG)
+    p = model.stack_params(params, CFG, transposed=model.TRANSPOSED["r5-fused"])
     with pytest.raises(ValueError, match="r5-fused runs on the CPU only"):
         model.forward_r5_fused(p, torch.empty(2, CFG.n_columns, device="meta"))
 
@@ -134,3 +138,16 @@ def test_a_failed_build_is_one_clear_error(monkeypatch):
 def test_compiled_variant_passes_bench_check():
     result = check.check_trainer("torch", dtype="float64", options={"variant": "r5-fused", "compile": True})
     assert result["verdict"] == "pass", check.format_report(result)
+
+
+def test_the_transposed_layout_round_trips():
+    params, _, _ = problem(rows=2)
+    names = model.TRANSPOSED["r5-fused"]
+    p = model.stack_params(params, CFG, dtype=torch.float64, transposed=names)
+    w = p["feature_emb_weight"]
+    assert w.shape == (CFG.n_cycles, CFG.d_model, CFG.n_columns) and w.is_contiguous()
+    assert w[1, 2, 3].item() == params["tcells.1.feature_emb_weight"][3, 2]
+    back = model.unstack(p, CFG, transposed=names)
+    assert set(back) == set(params)
+    for name, value in params.items():
+        np.testing.assert_array_equal(back[name], value, err_msg=name)
