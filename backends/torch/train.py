@@ -319,7 +319,8 @@ class TorchTrainer(Trainer):
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
         def stacked(prefix: str) -> model.Params:
             canonical = {k: state[f"{prefix}/{k}"] for k in spec.param_names(self.cfg)}
-            return model.stack_params(canonical, self.cfg, self.cells, self.dtype, self.device, self.transposed)
+            return model.stack_params(canonical, self.cfg, self.cells, self.dtype, self.device,
+                                      self.transposed)
 
         with torch.no_grad():
             for name, value in stacked("param").items():
