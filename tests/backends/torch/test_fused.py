@@ -22,6 +22,7 @@ from backends import spec  # noqa: E402
 from backends.torch import fused, model  # noqa: E402
 from bench import check  # noqa: E402
 from tests.backends.problems import CFG, problem  # noqa: E402
+from tests.contract.round_trip import assert_continues_bit_identically  # noqa: E402
 
 # Several column blocks and a remainder block of 5 columns.
 WIDE = spec.TromptConfig(n_columns=2 * fused.LANES + 5, n_prompts=5, d_model=10, n_cycles=2)
@@ -151,3 +152,14 @@ def test_the_transposed_layout_round_trips():
     assert set(back) == set(params)
     for name, value in params.items():
         np.testing.assert_array_equal(back[name], value, err_msg=name)
+
+
+def test_a_checkpoint_of_the_transposed_layout_continues_bit_identically():
+    # state() and load_state() convert W and Bias between (N, D, C) and the canonical (C, D).
+    params, x, y = problem(rows=12)
+    saved = backends.load("torch", dtype="float64").trainer(params, CFG, x, y, variant="r5-fused").state()
+    for name, value in params.items():  # canonical names and shapes, before any step
+        np.testing.assert_array_equal(saved[f"param/{name}"], value, err_msg=name)
+    batches = [np.arange(i, i + 3) for i in range(0, 12, 3)]
+    assert_continues_bit_identically(backends.load("torch", dtype="float64"), CFG, x, y, batches,
+                                     variant="r5-fused")
