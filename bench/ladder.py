@@ -329,6 +329,9 @@ def markdown(record: dict) -> str:
                      num(flops / 1e9 if flops else None, ".3g"), num(share, ".1f")])
     load = ", ".join(f"{x:.1f}" for x in record["load_average_end"])
     shape = "×".join(map(str, peaks["gemm_model_shape"]))
+    onednn = ("" if "gemm_gflops_square_onednn" not in peaks else  # torch's MKL above, oneDNN here
+              f" with torch.mm/bmm (MKL); {peaks['gemm_gflops_square_onednn']:.3g} / "
+              f"{peaks['gemm_gflops_model_onednn']:.3g} GFLOP/s with oneDNN")
     memory_floor = next((r["floors"]["memory_floor_sps"] for r in record["rows"] if r.get("floors")), None)
     lines = [
         f"{title(record)} ({record['device']}, {record['threads']} threads, torch {record['torch']}, "
@@ -344,8 +347,8 @@ def markdown(record: dict) -> str:
         "reference (the reference row: itself in float32); "
         "\"(unsteady)\": its repeats spread by more than 1.5×. Measured in the same run: GEMM "
         f"{peaks['gemm_gflops_square']:.3g} GFLOP/s ({peaks['gemm_square']}²) / "
-        f"{peaks['gemm_gflops_model']:.3g} GFLOP/s (the model's own products, {shape}), copy "
-        f"{peaks['copy_gb_per_s']:.1f} GB/s. Compute floor = GEMM FLOPs at the better GEMM rate "
+        f"{peaks['gemm_gflops_model']:.3g} GFLOP/s (the model's own products, {shape}){onednn}, copy "
+        f"{peaks['copy_gb_per_s']:.1f} GB/s. Compute floor = GEMM FLOPs at the best GEMM rate "
         f"(element-wise work ignored); the optimizer-traffic floor is {num(memory_floor, ',.0f')} samples/s "
         "(24 B per parameter per step).",
     ]
