@@ -63,9 +63,14 @@ def measure(trainer: backends.Trainer, stream: Iterator[np.ndarray], warmup: int
     """Warm up on up to `warmup` training steps of the stream (one per call) and on the other batch
     `shapes`, then time `repeats` runs of `steps` batches each.
 
-    Without `steps`, `seconds` bounds the warm-up steps and the repeats: warm-up stops early once
-    it has used half of it (the first step, which compiles, always runs), and the repeats share what
-    is left, at least one step each; fewer than MIN_TIMED_STEPS per repeat is reported. The other
+    Without `steps`, `seconds` bounds the warm-up steps and the repeats, all but the first step:
+    that one compiles (seconds for JAX, tinygrad or torch.compile, which would otherwise leave a
+    short budget no steady step to estimate from and almost nothing to time), so it always runs,
+    timed apart. Warm-up stops early once the later warm-up steps have used half of the budget, and
+    the repeats share what is left, at least one step each, rounded down to a multiple of the steps the trainer
+    dispatches at once where one such call fits, so that no timed step takes a slower remainder
+    path; fewer than MIN_TIMED_STEPS per repeat is reported. An explicit `steps` is timed as given.
+    The other
     shapes' compilation (torch_xla: ~24 s on 2 cores) is timed apart and not taken from it.
     `cpu_probe` returns (CPU seconds the whole machine has used, CPU seconds this process has
     used), to tell how busy others kept the machine during the timed repeats."""
@@ -81,7 +86,8 @@ def measure(trainer: backends.Trainer, stream: Iterator[np.ndarray], warmup: int
     # TinyJit's recording call) is never cut short.
     min_steps = trainer.min_warmup_steps()
     for i in range(max(warmup, min_steps)):
-        if i >= min_steps and steps is None and trainer.agree_max(clock() - start) > seconds / 2:
+        if (i >= min_steps and steps is None
+                and trainer.agree_max(clock() - start - warm_times[0]) > seconds / 2):
             break  # every rank sees the same agreed time, so all stop at the same step
         t0 = clock()
         trainer.run([next(stream)])
@@ -96,9 +102,12 @@ def measure(trainer: backends.Trainer, stream: Iterator[np.ndarray], warmup: int
         shape_times.append(clock() - t0)
     budgeted = steps is None
     if budgeted:
-        est_step = trainer.agree_max(min(warm_times))  # ranks of a multi-process run must agree
-        remaining = max(seconds - trainer.agree_max(warm_elapsed), 0.0)
-        steps = max(1, math.floor(remaining / repeats / max(est_step, 1e-9)))
+        # Ranks of a multi-process run must agree; the compiling step is no estimate of a step.
+        est_step = trainer.agree_max(min(warm_times[1:] or warm_times))
+        remaining = max(seconds - trainer.agree_max(warm_elapsed - warm_times[0]), 0.0)
+        fit = max(1, math.floor(remaining / repeats / max(est_step, 1e-9)))
+        per_call = trainer.timed_steps_multiple()
+        steps = fit // per_call * per_call or fit
 
     rates, step_ms, samples = [], [], []
     cpu_before = cpu_probe() if cpu_probe else None

@@ -198,6 +198,9 @@ class PytorchFrameTrainer:
     def min_warmup_steps(self) -> int:
         return 1
 
+    def timed_steps_multiple(self) -> int:
+        return 1
+
     def agree_max(self, value: float) -> float:
         return value  # one process
 

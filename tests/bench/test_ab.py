@@ -45,6 +45,9 @@ class SpeedTrainer:
     def min_warmup_steps(self):
         return 1
 
+    def timed_steps_multiple(self):
+        return 1
+
 
 def endless_batches():
     while True:

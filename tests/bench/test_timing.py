@@ -61,6 +61,9 @@ class FakeTrainer:
     def min_warmup_steps(self):  # the contract's default: nothing to capture
         return 1
 
+    def timed_steps_multiple(self):  # the contract's default: one step per call
+        return 1
+
 
 def stream_of(sizes):
     while True:
@@ -111,7 +114,8 @@ def test_the_budget_covers_warmup_and_the_repeats_share_what_is_left():
     out = timing.measure(FakeTrainer(clock, compile_cost=0.0), stream_of((8,)), 3, repeats=2, steps=None,
                          seconds=4.0, clock=clock)
     assert out["warmup_steps"] == 3
-    assert out["steps_per_repeat"] == 23  # (4 s - 3 x 0.08 s of warm-up) / 2 repeats / 0.08 s per step
+    # (4 s - 2 x 0.08 s of warm-up after the first step) / 2 repeats / 0.08 s per step
+    assert out["steps_per_repeat"] == 24
     assert not out["too_few_steps"]
 
 
@@ -120,16 +124,24 @@ def test_compiling_the_other_shapes_does_not_shorten_the_repeats():
     out = timing.measure(FakeTrainer(clock, compile_cost=10.0), stream_of((8,)), 3, repeats=3, steps=None,
                          seconds=40.1, clock=clock, shapes=[np.arange(3)])
     assert out["warmup_steps"] == 3 and out["warmup_other_shapes_s"] == [pytest.approx(10.03)]
-    assert out["steps_per_repeat"] == 124  # (40.1 s - 10.24 s of warm-up steps) / 3 / 0.08 s
+    assert out["steps_per_repeat"] == 166  # (40.1 s - 0.16 s of warm-up after the first step) / 3 / 0.08 s
 
 
-def test_a_slow_first_step_ends_warmup_and_too_few_steps_are_reported():
+def test_the_compiling_first_step_is_outside_the_budget():
     clock = FakeClock()
     out = timing.measure(FakeTrainer(clock), stream_of((8,)), 3, repeats=3, steps=None, seconds=4.0,
                          clock=clock)
-    assert out["warmup_steps"] == 1  # the 100 s compile used more than half of the 4 s
+    assert out["warmup_steps"] == 3  # the 100 s compile does not end the warm-up of a 4 s budget
+    assert out["compile_time_s"] == pytest.approx(100.08)
+    assert out["steps_per_repeat"] == 16  # (4 s - 0.16 s) / 3 / 0.08 s, not one step per repeat
+
+
+def test_too_few_steps_are_reported():
+    clock = FakeClock()
+    out = timing.measure(FakeTrainer(clock), stream_of((8,)), 3, repeats=3, steps=None, seconds=0.5,
+                         clock=clock)
     assert out["steps_per_repeat"] == 1 and out["too_few_steps"]
-    assert any("fewer than 3" in w for w in timing.timing_warnings("fake", {**out, "other_bench_runs": []}, 4.0))
+    assert any("fewer than 3" in w for w in timing.timing_warnings("fake", {**out, "other_bench_runs": []}, 0.5))
 
 
 def test_ranks_stop_warmup_on_the_agreed_time():
@@ -205,3 +217,28 @@ def test_warmup_takes_at_least_the_trainer_s_minimum_steps(warmup, steps, second
     assert out["warmup_steps"] == 4
     assert out["warmup_step_times_s"][2] == pytest.approx(CapturingTrainer.CAPTURE_COST + 8 * STEP_COST)
     assert out["samples_per_sec_all"] == pytest.approx([100.0] * 3)  # no capture inside a repeat
+
+
+class ScanningTrainer(FakeTrainer):
+    """Like JAX's trainer: steps go to the device 4 at a time, a remainder one at a time."""
+
+    def timed_steps_multiple(self):
+        return 4
+
+
+@pytest.mark.parametrize("steps_that_fit, steps", [(30, 28), (6, 4), (4, 4), (3, 3)])
+def test_a_budgeted_repeat_is_a_multiple_of_the_trainer_s_dispatch(steps_that_fit, steps):
+    """A budget that fits `steps_that_fit` steps per repeat gets the largest multiple of 4 below it;
+    one that fits fewer than 4 keeps its steps (the budget is not overrun)."""
+    step = 8 * STEP_COST
+    clock = FakeClock()
+    trainer = ScanningTrainer(clock, compile_cost=0.0)
+    seconds = step + 3 * steps_that_fit * step  # the second warm-up step, then three repeats
+    out = timing.measure(trainer, stream_of((8,)), 2, 3, None, seconds + step / 2, clock=clock)
+    assert out["steps_per_repeat"] == steps
+
+
+def test_explicit_steps_are_timed_as_given_whatever_the_dispatch():
+    clock = FakeClock()
+    out = timing.measure(ScanningTrainer(clock), stream_of((8,)), 1, 3, 5, 1.0, clock=clock)
+    assert out["steps_per_repeat"] == 5

@@ -331,3 +331,24 @@ def test_multi_device_modes_equal_single_device_training_on_two_emulated_cpus():
                 assert rel_err(got["grads"][k], np.array(single["grads"][k])) < tol * 10, (where, k)
             assert abs(got["grad_loss"] - single["grad_loss"]) <= tol * abs(single["grad_loss"]), where
             assert rel_err(got["predict"], np.array(single["predict"])) < tol, where
+
+
+def test_a_remainder_goes_through_the_shorter_scan_then_single_steps(monkeypatch):
+    """steps_per_call=12 and 23 steps: one scan of 12, one of REMAINDER_SCAN (8), three single
+    steps, following the reference's AdamW step by step in float64."""
+    assert train.REMAINDER_SCAN == 8
+    p, x, y = problem(rows=40, seed=6)
+    batches = (batches_of(40) * 5)[:23]
+    ref_params, ref_losses = backends.load("reference", dtype="float64").train_steps(
+        p, [(x[b], y[b]) for b in batches], CFG, lr=LR, state={})
+    trainer = backends.load("jax", dtype="float64").trainer(p, CFG, x, y, lr=LR, steps_per_call=12)
+    dispatched, dispatch = [], trainer._dispatch
+    monkeypatch.setattr(trainer, "_dispatch", lambda chunk, width: (dispatched.append(len(chunk)),
+                                                                     dispatch(chunk, width)))
+    trainer.run(batches)
+    assert dispatched == [12, 8, 1, 1, 1]
+    assert trainer.timed_steps_multiple() == 8
+    np.testing.assert_allclose(trainer.losses(), ref_losses, rtol=1e-11)
+    params = trainer.params()
+    for k in live(CFG):
+        assert rel_err(params[k] - p[k], ref_params[k] - p[k]) < 1e-8, k
