@@ -66,12 +66,12 @@ def measure(trainer: backends.Trainer, stream: Iterator[np.ndarray], warmup: int
     Without `steps`, `seconds` bounds the warm-up steps and the repeats, all but the first step:
     that one compiles (seconds for JAX, tinygrad or torch.compile, which would otherwise leave a
     short budget no steady step to estimate from and almost nothing to time), so it always runs,
-    timed apart. Warm-up stops early once the later warm-up steps have used half of the budget, and
-    the repeats share what is left, at least one step each, rounded down to a multiple of the steps the trainer
-    dispatches at once where one such call fits, so that no timed step takes a slower remainder
-    path; fewer than MIN_TIMED_STEPS per repeat is reported. An explicit `steps` is timed as given.
-    The other
-    shapes' compilation (torch_xla: ~24 s on 2 cores) is timed apart and not taken from it.
+    timed apart. Warm-up stops early once the later warm-up steps have used half of the budget,
+    and the repeats share what is left, at least one step each, rounded down to a multiple of the
+    trainer's `timed_steps_multiple` where one fits, so that no timed step takes a slower
+    single-step path; fewer than MIN_TIMED_STEPS per repeat is reported. An explicit `steps` is
+    timed as given. The other shapes' compilation (torch_xla: ~24 s on 2 cores) is timed apart and
+    not taken from the budget.
     `cpu_probe` returns (CPU seconds the whole machine has used, CPU seconds this process has
     used), to tell how busy others kept the machine during the timed repeats."""
     if repeats < 1:
