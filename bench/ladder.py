@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import dataclasses
 import datetime
+import json
 import os
 import subprocess
 import sys
@@ -144,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         options = rung_options(rung, args.device, threads)
         if rung.needs == "multi":
-            rows[rung.key] = {**row, **time_cells(options, args, cfg, data, seconds, run_id)}
+            rows[rung.key] = {**row, **time_cells(options, args, cfg, data, seconds, run_id, peaks)}
             continue
         reset_peak_memory(args.device)
         is_ref = rung.backend == "reference"
@@ -232,9 +233,11 @@ def reset_peak_memory(device: str) -> None:
 
 
 def time_cells(options: dict, args: argparse.Namespace, cfg: spec.TromptConfig, data: str, seconds: float,
-               run_id: str) -> dict:
+               run_id: str, peaks: dict) -> dict:
     """`bench time --check` under torchrun over every GPU (or --cpu-ranks gloo processes, which
-    split this run's threads); its JSON is the row. The ranks agree on the step count themselves."""
+    split this run's threads); its JSON is the row. The ranks agree on the step count themselves;
+    their floors use this run's machine peaks (a rank's own, measured with its share of the
+    threads, would not compare with the other rows)."""
     import torch
 
     ranks = torch.cuda.device_count() if args.device == "cuda" else args.cpu_ranks
@@ -244,10 +247,12 @@ def time_cells(options: dict, args: argparse.Namespace, cfg: spec.TromptConfig, 
         env["OMP_NUM_THREADS"] = str(options["threads"])
     sizes = [f"--{k.replace('_', '-')}={getattr(cfg, k)}" for k in SMOKE_SIZES]
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "cells.json"
+        path, peaks_path = Path(tmp) / "cells.json", Path(tmp) / "peaks.json"
+        peaks_path.write_text(json.dumps(peaks))
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
                "-m", "bench", "time", "--backend", "torch", "--device", args.device, "--data", data,
                "--seconds", str(seconds), *sizes, "--check", "--quiet", "--json", str(path),
+               "--machine-peaks", str(peaks_path),
                *[f"--opt={k}={v}" for k, v in options.items()]]
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)

@@ -36,9 +36,10 @@ The gradients, with dev_d = H_d − μ (Σ_d dev_d = 0) and ū = (1/D) Σ_d u_d:
       g_x[b,c] = Σ_n Σ_d W[c,d] g_pre.
 
 Arithmetic. The kernels compute in the storage dtype, as torch's own kernels do. The sums inside a
-kernel are short (over D = 128 channels, 32 columns, or the B rows) and run in loop order; the
-long ones across tasks (ẑ over all columns, g_u over rows and columns, g_x over cells) are added
-in float64. `bench check` and tests/backends/torch/test_fused.py measure the result against the
+kernel run in loop order and are short (over D = 128 channels, 32 columns, or the B rows) except
+ẑ's over all C columns, which runs in 16 lanes of C/16 terms each, the lanes then added in
+float64; the sums across tasks (g_u over rows and columns, g_x over cells) are added in float64.
+`bench check` and tests/backends/torch/test_fused.py measure the result against the
 float64 reference and against torch r5. The variance is two-pass (the mean first, then the mean
 of squared deviations): SPEC §9 fact 2 shows the one-pass form E[h²] − μ² losing bits on rows
 with a large offset, and since H is recomputed from x rather than re-read, the second pass costs

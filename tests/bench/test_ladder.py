@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from backends import spec
 from bench import ladder, report
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,3 +93,21 @@ def test_smoke_ladder_writes_smoke_files_with_a_measured_check_per_row(tmp_path)
     _, ladders, _ = report.load_results(tmp_path)
     section = report.render_section({}, ladders, {}, tmp_path)
     assert f"`{stem}.json`: torch on " in section and "smoke size" in section
+
+
+def test_the_cells_ranks_are_given_the_ladder_s_machine_peaks(monkeypatch):
+    """The ranks' floors must use the run's peaks, not ones each rank measures with its share of
+    the threads (those would make the row's % of the floor incomparable with the others)."""
+    pytest.importorskip("torch")
+    peaks = {"gemm_gflops_square": 123.0, "copy_gb_per_s": 4.5}
+    seen = {}
+
+    def fake_run(cmd, **kwargs):
+        seen["peaks"] = json.loads(Path(cmd[cmd.index("--machine-peaks") + 1]).read_text())
+        return subprocess.CompletedProcess(cmd, 1, "", "torchrun: no\n")
+
+    monkeypatch.setattr(ladder.subprocess, "run", fake_run)
+    args = argparse.Namespace(device="cpu", cpu_ranks=2)
+    row = ladder.time_cells({"threads": 2}, args, spec.TromptConfig(), "synthetic:small", 1.0, "run", peaks)
+    assert seen["peaks"] == peaks
+    assert row["skipped"] == "torchrun failed: torchrun: no"
