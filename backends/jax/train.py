@@ -187,7 +187,8 @@ class JaxTrainer(Trainer):
         self._opt_state = self.placement.put_state(opt_state)
 
     def _executable(self, n_steps: int, width: int) -> Any:
-        """The compiled K-step function for this shape; the first request compiles 1 and K steps."""
+        """The compiled function of n_steps steps for this shape; the first request also compiles
+        every scan length `run` uses."""
         if (n_steps, width) not in self._executables:
             start = time.perf_counter()
             for k in {n_steps, *self._scan_lengths()}:
