@@ -6,9 +6,10 @@ once for all its processes: `python -m bench.floors OUT.json`; the torch ladder 
                     model) at the best measured float32 GEMM rate; element-wise work is
                     ignored, so the true bound is lower. On the CPU the rate is measured with
                     both GEMM libraries torch ships: MKL (torch.mm, torch.bmm) and oneDNN (its
-                    mkldnn linear op). MKL chooses its kernels by CPU vendor too, and on AMD CPUs
-                    runs its AVX2 ones even where AVX-512 is present, so there oneDNN, which
-                    chooses by instruction set alone, shows what the machine can do.
+                    mkldnn linear op). MKL chooses its code path by CPU vendor as well as by
+                    instruction set; on an AMD CPU with AVX-512 it ran at about half oneDNN's
+                    rate (docs/REPORT.md), so oneDNN, which chooses by instruction set alone,
+                    shows better what the machine can do.
     memory floor    AdamW's unavoidable traffic (read + write params, m, v: 24 bytes per
                     parameter per step, docs/SPEC.md) at the measured copy bandwidth
 """
