@@ -25,7 +25,6 @@ import argparse
 import contextlib
 import dataclasses
 import datetime
-import json
 import os
 import subprocess
 import sys
@@ -248,7 +247,7 @@ def time_cells(options: dict, args: argparse.Namespace, cfg: spec.TromptConfig, 
     sizes = [f"--{k.replace('_', '-')}={getattr(cfg, k)}" for k in SMOKE_SIZES]
     with tempfile.TemporaryDirectory() as tmp:
         path, peaks_path = Path(tmp) / "cells.json", Path(tmp) / "peaks.json"
-        peaks_path.write_text(json.dumps(peaks))
+        output.write_json(peaks_path, peaks)
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
                "-m", "bench", "time", "--backend", "torch", "--device", args.device, "--data", data,
                "--seconds", str(seconds), *sizes, "--check", "--quiet", "--json", str(path),

@@ -218,7 +218,7 @@ class JaxTrainer(Trainer):
     def _scan_lengths(self) -> list[int]:
         """The step counts `run` dispatches, longest first: steps_per_call, then REMAINDER_SCAN
         for what is left, then single steps."""
-        return sorted({self.steps_per_call, min(REMAINDER_SCAN, self.steps_per_call), 1}, reverse=True)
+        return sorted({self.steps_per_call, self.timed_steps_multiple(), 1}, reverse=True)
 
     def timed_steps_multiple(self) -> int:
         return min(REMAINDER_SCAN, self.steps_per_call)
