@@ -44,11 +44,11 @@ inline T relu(T v) { return v > T(0) ? v : T(0); }
 // one is read in place: row d of its W is LANES consecutive numbers, stride C apart. The partial
 // group copies its columns into zero-padded (D, LANES) buffers, so that every loop runs over full
 // LANES: columns past C then have H = 0 and every gradient read back for them is 0 (the callers pad
-// g_* with zeros too).
+// g_* with zeros too). x (B, C) has the same row stride as W and Bias in both cases.
 template <typename T>
 struct Columns {
   const T *w, *bias, *x;
-  int64_t stride, x_stride;
+  int64_t stride;
   std::vector<T> padded;
 
   Columns(const T* W, const T* Bias, const T* X, int64_t n, int64_t c0, int64_t B, int64_t C, int64_t D) {
@@ -56,7 +56,7 @@ struct Columns {
     const T* bn = Bias + n * D * C;
     const int64_t width = std::min<int64_t>(LANES, C - c0);
     if (width == LANES) {
-      w = wn + c0, bias = bn + c0, x = X + c0, stride = C, x_stride = C;
+      w = wn + c0, bias = bn + c0, x = X + c0, stride = C;
       return;
     }
     padded.assign((2 * D + B) * LANES, T(0));
@@ -67,14 +67,14 @@ struct Columns {
       }
     for (int64_t b = 0; b < B; ++b)
       for (int64_t j = 0; j < width; ++j) padded[(2 * D + b) * LANES + j] = X[b * C + c0 + j];
-    w = padded.data(), bias = w + D * LANES, x = bias + D * LANES, stride = LANES, x_stride = LANES;
+    w = padded.data(), bias = w + D * LANES, x = bias + D * LANES, stride = LANES;
   }
   const T* w_row(int64_t d) const { return w + d * stride; }
   const T* bias_row(int64_t d) const { return bias + d * stride; }
   template <int R>
   void load_x(T (&out)[R][LANES], int64_t b0) const {
     for (int r = 0; r < R; ++r)
-      for (int l = 0; l < LANES; ++l) out[r][l] = x[(b0 + r) * x_stride + l];
+      for (int l = 0; l < LANES; ++l) out[r][l] = x[(b0 + r) * stride + l];
   }
 };
 
