@@ -359,8 +359,8 @@ at::Tensor pool_forward(at::Tensor x, at::Tensor w, at::Tensor bias, at::Tensor 
   AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "pool_forward", [&] {
     over_tasks(s.N, (s.D + PD - 1) / PD, [&](int64_t n, int64_t g) {
       pool_forward_task<scalar_t>(x.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), bias.data_ptr<scalar_t>(),
-                                  mean.data_ptr<scalar_t>(), q.data_ptr<scalar_t>(), z.data_ptr<scalar_t>(), n,
-                                  g, s.B, s.C, s.D);
+                                  mean.data_ptr<scalar_t>(), q.data_ptr<scalar_t>(), z.data_ptr<scalar_t>(),
+                                  n, g, s.B, s.C, s.D);
     });
   });
   return z;
