@@ -83,6 +83,7 @@ import torch
 from backends.spec import LN_EPS
 
 SOURCE = Path(__file__).with_name("fused_block.cpp")
+HEADER = Path(__file__).parent.parent / "fused_block.h"  # the kernels, shared with the JAX backend
 # Columns per parallel task in fused_block.cpp (its LANES, which the module exports: a test checks
 # that they agree); the tests size their shapes from it without building the extension.
 LANES = 32
@@ -123,8 +124,12 @@ def kernels() -> ModuleType:
 
     _ninja_on_path()
     try:
+        # torch rebuilds when the source changes but does not look at included headers, so the
+        # header's hash is part of the module's name.
+        header_tag = hashlib.sha1(HEADER.read_bytes()).hexdigest()[:8]
         return cpp_extension.load(
-            name=f"trompt_fused_block_{_isa_tag()}", sources=[str(SOURCE)],
+            name=f"trompt_fused_block_{_isa_tag()}_{header_tag}", sources=[str(SOURCE)],
+            extra_include_paths=[str(HEADER.parent)],
             extra_cflags=["-O3", "-march=native", "-std=c++20", "-fopenmp"], extra_ldflags=["-fopenmp"])
     except (RuntimeError, OSError, ImportError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
