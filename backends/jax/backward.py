@@ -17,6 +17,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from backends.jax import fused as fused_kernels
+
 
 class R5Inputs(NamedTuple):
     """The arguments of `model.r5_pool` (one cell); also the structure of their cotangents."""
@@ -50,10 +52,10 @@ class R5Residuals(NamedTuple):
     a_sum: jax.Array  # (B,) sum over c of alpha
 
 
-def r5_backward(res: R5Residuals, g_z: jax.Array) -> tuple[R5Inputs]:
-    """Cotangents of every input of `model.r5_pool` from g_z (B, D), the cotangent of z."""
+def r5_backward(res: R5Residuals, g_z: jax.Array, fused: bool = False) -> tuple[R5Inputs]:
+    """Cotangents of every input of `model.r5_pool` from g_z (B, D), the cotangent of z. `fused`:
+    the two passes over H run in the C++ kernels of fused.py (variant r5-fused)."""
     inp = res.inputs
-    D = inp.w.shape[-1]
     # z = gamma * zc + beta * a_sum + weights . e
     g_gamma = (g_z * res.zc).sum(0)
     g_beta = g_z.T @ res.a_sum
@@ -62,9 +64,12 @@ def r5_backward(res: R5Residuals, g_z: jax.Array) -> tuple[R5Inputs]:
     g_e = res.weights.T @ g_zsum
     g_zc = g_z * inp.gamma  # (B, D)
     # zc = sum_c q_c centred_c, q = alpha * rstd; centred recomputed from x (one pass over B*C*D)
-    pre = inp.x[:, :, None] * inp.w + inp.b
-    centred = jax.nn.relu(pre) - res.mean[..., None]
-    g_q = jnp.einsum("bcd,bd->bc", centred, g_zc)
+    if fused:
+        g_q = fused_kernels.pool_grad_q(inp.x, inp.w, inp.b, res.mean, g_zc)
+    else:
+        pre = inp.x[:, :, None] * inp.w + inp.b
+        centred = jax.nn.relu(pre) - res.mean[..., None]
+        g_q = jnp.einsum("bcd,bd->bc", centred, g_zc)
     g_alpha = (g_z @ inp.beta)[:, None] + g_q * res.rstd  # (B, C)
     g_rstd = g_q * res.alpha
     # alpha = (weights * s) @ mask
@@ -85,11 +90,26 @@ def r5_backward(res: R5Residuals, g_z: jax.Array) -> tuple[R5Inputs]:
     # t = rstd * (centred @ u) + beta @ v, u = gamma * v
     g_rstd = g_rstd + g_t * res.t_raw
     g_traw = g_t * res.rstd
-    g_u = jnp.einsum("bc,bcd->d", g_traw, centred)
+    if fused:  # the second pass: g_W, g_Bias and g_u at once
+        g_mean = -res.q * g_zc.sum(-1, keepdims=True)  # zc holds -mean_c q_c in every channel
+        g_w, g_b, g_u = fused_kernels.block_backward(inp.x, inp.w, inp.b, res.u, res.mean, res.rstd, g_mean,
+                                                     g_rstd, g_traw, res.q, g_zc)
+    else:
+        g_u = jnp.einsum("bc,bcd->d", g_traw, centred)
     g_tsum = g_t.sum()
     g_beta = g_beta + g_tsum * inp.v
     g_v = (g_lsum @ inp.e) + g_tsum * inp.beta + g_u * inp.gamma
     g_gamma = g_gamma + g_u * inp.v
+    if not fused:
+        g_w, g_b = _block_grads(inp, res, centred, pre, g_zc, g_rstd, g_traw)
+    return (R5Inputs(x=None, w=g_w, b=g_b, gamma=g_gamma, beta=g_beta, s=g_s, e=g_e, mask=g_mask,
+                     v=g_v, v0=g_v0),)
+
+
+def _block_grads(inp: R5Inputs, res: R5Residuals, centred: jax.Array, pre: jax.Array, g_zc: jax.Array,
+                 g_rstd: jax.Array, g_traw: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """g_W and g_Bias (C, D): the cotangent of pre, summed over the rows."""
+    D = inp.w.shape[-1]
     # rstd = (mean_d centred^2 + eps)^(-1/2), centred = H - mean_d H, H = relu(pre):
     # g_centred = q g_zc + g_traw u + k centred, and the centring subtracts its mean over d
     # (sum_d centred = 0, so the k term has mean zero).
@@ -102,6 +122,5 @@ def r5_backward(res: R5Residuals, g_z: jax.Array) -> tuple[R5Inputs]:
     g_w, g_b = x[0, :, None] * g_pre[0], g_pre[0]
     for i in range(1, x.shape[0]):
         g_w, g_b = g_w + x[i, :, None] * g_pre[i], g_b + g_pre[i]
-    return (R5Inputs(x=None, w=g_w, b=g_b, gamma=g_gamma, beta=g_beta, s=g_s, e=g_e, mask=g_mask,
-                     v=g_v, v0=g_v0),)
+    return g_w, g_b
 

@@ -8,6 +8,8 @@ Same numbers as `reference/model.py`, computed by the exact rewrites of docs/SPE
   nothing bigger than (C, D) exists and the (B, P, C, D) expansion never does; the per-sample
   part has a hand-derived backward (backward.py; see `r5_pool`), about 2x faster than autodiff's;
 * "r5-autodiff": the same forward, differentiated by JAX (kept to show what the hand backward buys);
+* "r5-fused" (CPU): r5 with its passes over H (two in the forward, two in the backward) in the C++
+  kernels the torch backend's r5-fused uses, called through XLA's FFI (fused.py): H is never stored;
 * "r3": mask once per step, Y = M E per sample and cell, the head on (B, N, P, D). A second,
   simpler code path, kept as a cross-check and as the "standard optimised" variant to time.
 
@@ -26,15 +28,18 @@ from backends.jax import xla_flags  # noqa: F401  (it sets XLA_FLAGS, so it must
 
 # isort: split
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from backends.jax import fused as fused_kernels
 from backends.jax.backward import R5Inputs, R5Residuals, r5_backward
 from backends.spec import CELL_PARAMS, LN_EPS, TromptConfig
 
-VARIANTS = ("r5", "r5-autodiff", "r3")
+VARIANTS = ("r5", "r5-autodiff", "r5-fused", "r3")
 
 
 def make_layer_norm(d_model: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
@@ -83,14 +88,14 @@ class TromptCell(nnx.Module):
         return s[:, None] * y + e[:, None]
 
     def pooled_r5(self, x: jax.Array, mask: jax.Array, v: jax.Array, v0: jax.Array,
-                  hand_backward: bool = True) -> jax.Array:
+                  variant: str = "r5") -> jax.Array:
         """The downstream's attention-pooled vector z (B, D) without building O (F5, F6).
 
         v, v0: the head's dense0 weight (D,) and bias (); the head's softmax over prompts uses
         logits O[p] . v + v0, which F5 rewrites through t = E v, a C-vector per sample.
         """
         s, e = self.expansion_scale_shift()
-        pool = r5_pool if hand_backward else r5_pool_autodiff
+        pool = POOLS[variant]
         return pool(R5Inputs(x=x, w=self.feature_emb_weight[...], b=self.feature_emb_bias[...],
                              gamma=self.ln_emb.scale[...], beta=self.ln_emb.bias[...], s=s, e=e,
                              mask=mask, v=v, v0=v0))
@@ -100,21 +105,28 @@ class TromptCell(nnx.Module):
 # The per-sample part of R5 for one cell; its hand-derived backward is in backward.py.
 
 
-def r5_forward(inp: R5Inputs) -> tuple[jax.Array, R5Residuals]:
-    """The attention-pooled vector z (B, D) of one cell, and what the backward needs."""
-    hidden = jax.nn.relu(inp.x[:, :, None] * inp.w + inp.b)  # (B, C, D)
-    mean = hidden.mean(axis=-1)  # (B, C)
-    centred = hidden - mean[..., None]
-    rstd = jax.lax.rsqrt((centred * centred).mean(axis=-1) + LN_EPS)  # exact (two-pass) variance
+def r5_forward(inp: R5Inputs, fused: bool = False) -> tuple[jax.Array, R5Residuals]:
+    """The attention-pooled vector z (B, D) of one cell, and what the backward needs. `fused`:
+    the two passes over H run in the C++ kernels of fused.py instead of XLA's code."""
     u = inp.gamma * inp.v
-    t_raw = centred @ u  # (B, C)
+    if fused:
+        mean, rstd, t_raw = fused_kernels.stats_forward(inp.x, inp.w, inp.b, u)  # (B, C) each
+    else:
+        hidden = jax.nn.relu(inp.x[:, :, None] * inp.w + inp.b)  # (B, C, D)
+        mean = hidden.mean(axis=-1)  # (B, C)
+        centred = hidden - mean[..., None]
+        rstd = jax.lax.rsqrt((centred * centred).mean(axis=-1) + LN_EPS)  # exact (two-pass) variance
+        t_raw = centred @ u  # (B, C)
     t = rstd * t_raw + inp.beta @ inp.v  # t = E v with E = gamma * centred * rstd + beta, E never built
     m_t = t @ inp.mask.T  # (B, P)
     logits = inp.s * m_t + inp.e * inp.v.sum() + inp.v0
     weights = jax.nn.softmax(logits, axis=-1)  # (B, P): the head's pooling weights over prompts
     alpha = (weights * inp.s) @ inp.mask  # (B, C): column weights of the pooled vector
     q = alpha * rstd
-    zc = jnp.einsum("bc,bcd->bd", q, centred)  # sum_c alpha_c rstd_c centred_c
+    if fused:
+        zc = fused_kernels.pool_forward(inp.x, inp.w, inp.b, mean, q)
+    else:
+        zc = jnp.einsum("bc,bcd->bd", q, centred)  # sum_c alpha_c rstd_c centred_c
     a_sum = alpha.sum(-1)
     z = inp.gamma * zc + inp.beta * a_sum[:, None] + (weights @ inp.e)[:, None]  # (B, D)
     return z, R5Residuals(inputs=inp, mean=mean, rstd=rstd, u=u, t_raw=t_raw, t=t, m_t=m_t,
@@ -131,6 +143,15 @@ def r5_pool(inp: R5Inputs) -> jax.Array:
 
 
 r5_pool.defvjp(r5_forward, r5_backward)
+
+
+@jax.custom_vjp
+def r5_pool_fused(inp: R5Inputs) -> jax.Array:
+    return r5_forward(inp, fused=True)[0]
+
+
+r5_pool_fused.defvjp(partial(r5_forward, fused=True), partial(r5_backward, fused=True))
+POOLS = {"r5": r5_pool, "r5-autodiff": r5_pool_autodiff, "r5-fused": r5_pool_fused}
 
 
 class TromptDownstream(nnx.Module):
@@ -174,10 +195,9 @@ class Trompt(nnx.Module):
     def __call__(self, x: jax.Array, variant: str = "r5") -> jax.Array:
         """x (B, C) -> predictions (B, N)."""
         masks = self.masks()
-        if variant in ("r5", "r5-autodiff"):
+        if variant in POOLS:
             v, v0 = self.tdown.dense0.kernel[...][:, 0], self.tdown.dense0.bias[...][0]
-            hand = variant == "r5"
-            pooled_r5 = nnx.vmap(lambda cell, m: cell.pooled_r5(x, m, v, v0, hand), in_axes=(0, 0))
+            pooled_r5 = nnx.vmap(lambda cell, m: cell.pooled_r5(x, m, v, v0, variant), in_axes=(0, 0))
             pooled = pooled_r5(self.tcells, masks)  # (N, B, D)
         elif variant == "r3":
             pooled_r3 = nnx.vmap(lambda cell, m: cell.pooled_r3(x, m), in_axes=(0, 0))

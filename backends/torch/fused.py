@@ -71,39 +71,21 @@ for each.
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
-import platform
 import shutil
 from pathlib import Path
 from types import ModuleType
 
 import torch
 
+from backends import native
+from backends.native import KernelBuildError
 from backends.spec import LN_EPS
 
 SOURCE = Path(__file__).with_name("fused_block.cpp")
-HEADER = Path(__file__).parent.parent / "fused_block.h"  # the kernels, shared with the JAX backend
 # Columns per parallel task in fused_block.cpp (its LANES, which the module exports: a test checks
 # that they agree); the tests size their shapes from it without building the extension.
 LANES = 32
-
-
-class KernelBuildError(RuntimeError):
-    """The C++ kernels could not be compiled (no compiler, no ninja, a compile error)."""
-
-
-def _isa_tag() -> str:
-    """A short hash of the CPU's instruction-set flags (/proc/cpuinfo), or of the machine type."""
-    flags = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = line
-                break
-    except OSError:
-        pass
-    return hashlib.sha1(flags.encode()).hexdigest()[:8]
 
 
 def _ninja_on_path() -> None:
@@ -126,10 +108,9 @@ def kernels() -> ModuleType:
     try:
         # torch rebuilds when the source changes but does not look at included headers, so the
         # header's hash is part of the module's name.
-        header_tag = hashlib.sha1(HEADER.read_bytes()).hexdigest()[:8]
         return cpp_extension.load(
-            name=f"trompt_fused_block_{_isa_tag()}_{header_tag}", sources=[str(SOURCE)],
-            extra_include_paths=[str(HEADER.parent)],
+            name=f"trompt_fused_block_{native.isa_tag()}_{native.source_tag(native.FUSED_BLOCK_HEADER)}",
+            sources=[str(SOURCE)], extra_include_paths=[str(native.FUSED_BLOCK_HEADER.parent)],
             extra_cflags=["-O3", "-march=native", "-std=c++20", "-fopenmp"], extra_ldflags=["-fopenmp"])
     except (RuntimeError, OSError, ImportError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
