@@ -30,7 +30,8 @@ from flax import nnx
 
 from backends import spec
 from backends.base import Backend, Option, Trainer, parallel_option
-from backends.jax import model, parallel
+from backends.jax import fused, model, parallel
+from backends.native import KernelBuildError
 from backends.spec import TromptConfig
 
 PRECISIONS = ("highest", "high", "default")
@@ -164,6 +165,11 @@ class JaxTrainer(Trainer):
         self.placement = parallel.make_placement(options["parallel"], backend.jax_devices(), cfg,
                                                  options["n_devices"])
         self.compile_seconds = 0.0
+        if self.variant == "r5-fused":
+            try:  # the first use on a machine compiles the C++ kernels: here, not in a timed step
+                fused.register()
+            except KernelBuildError as e:
+                raise ValueError(str(e)) from None
         self.optimizer = make_optimizer(lr, weight_decay)
         with self._numerics():
             self.graphdef, state = model.build(params, cfg, backend.dtype)
@@ -285,7 +291,7 @@ class JaxBackend(Backend):
     trainer_class = JaxTrainer
     options = (
         Option("variant", str, "r5", "algorithm (all exact): r5, r5-autodiff (r5 without the hand "
-               "backward) or r3", choices=model.VARIANTS),
+               "backward), r5-fused (r5's passes over H in C++ kernels; cpu) or r3", choices=model.VARIANTS),
         Option("steps_per_call", int, 64, "optimizer steps fused into one dispatch by lax.scan (bench "
                "times a multiple of it)", minimum=1),
         Option("precision", str, "highest", "float32 matmul precision; below highest TPUs and GPUs "
@@ -310,6 +316,9 @@ class JaxBackend(Backend):
                              "float32 on 'tpu', or float64 on 'cpu'")
 
     def _check_options(self, options: dict[str, Any]) -> None:
+        if options["variant"] == "r5-fused" and (self.device != "cpu" or options["parallel"] != "none"):
+            raise ValueError("variant r5-fused runs on the CPU only (C++ CPU kernels), on one device "
+                             f"(parallel=none), not on {self.device} with parallel={options['parallel']}")
         n_devices, seen = options["n_devices"], len(self.jax_devices())
         if n_devices > 1 and options["parallel"] == "none":
             raise ValueError("n_devices > 1 needs a parallel mode (sharding, pmap or cells)")
