@@ -176,9 +176,9 @@ def test_bench_all_defaults_to_auto_and_labels_files_with_the_chosen_device(monk
     code, commands = run_bench_all(monkeypatch, tmp_path, ["--backends", "reference,torch,jax"])
     assert code == 0
     files = sorted(p.name for p in tmp_path.glob("*.json"))
-    assert files == ["jax-cpu-float32.json", "reference-cuda-float32.json", "torch-cuda-float32-compile.json",
-                     "torch-cuda-float32.json"]
-    assert [c[c.index("--device") + 1] for c in commands] == ["cuda", "cuda", "cuda", "cpu"]
+    assert files == ["jax-cpu-float32-fused.json", "jax-cpu-float32.json", "reference-cuda-float32.json",
+                     "torch-cuda-float32-compile.json", "torch-cuda-float32.json"]
+    assert [c[c.index("--device") + 1] for c in commands] == ["cuda", "cuda", "cuda", "cpu", "cpu"]
     err = capsys.readouterr().err
     assert "devices: reference cuda [cuda, cpu]; torch cuda [cuda, cpu]; jax cpu\n" in err
     assert "warning" not in err
@@ -207,6 +207,16 @@ def test_an_explicit_device_is_used_as_given_without_probing(monkeypatch, tmp_pa
     fused = [c for c in commands if "variant=r5-fused" in c]
     assert len(fused) == 1 and "compile=true" in fused[0]
     assert "devices:" not in capsys.readouterr().err
+
+
+def test_jax_gets_its_fused_row_on_the_cpu_only(monkeypatch, tmp_path):
+    use_classes(monkeypatch, {"jax": fake_class("jax", ("cpu", "gpu"), {"cpu", "gpu"})})
+    code, commands = run_bench_all(monkeypatch, tmp_path, ["--backends", "jax", "--device", "cpu"])
+    assert code == 0
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == ["jax-cpu-float32-fused.json", "jax-cpu-float32.json"]
+    assert sum("variant=r5-fused" in c for c in commands) == 1
+    code, commands = run_bench_all(monkeypatch, tmp_path / "gpu", ["--backends", "jax", "--device", "gpu"])
+    assert code == 0 and not any("variant=r5-fused" in c for c in commands)
 
 
 def test_probe_runs_in_a_child_process_and_reports_the_reference_devices():
@@ -246,6 +256,7 @@ def test_torch_on_xla_joins_from_its_own_environment_when_it_exists(monkeypatch,
 
 def test_every_configuration_runs_in_fresh_processes_and_the_row_is_their_median(monkeypatch, tmp_path, capsys):
     use_classes(monkeypatch, {"jax": fake_class("jax", ("cpu",), {"cpu"})})
+    monkeypatch.setattr(run_all, "EXTRA_RUNS", {})  # one configuration: jax's fused row is not the point
     speeds = iter([300.0, 200.0, 400.0])  # three processes, in the order they run
     code, commands = run_bench_all(monkeypatch, tmp_path, ["--backends", "jax", "--device", "cpu", "--processes",
                                                            "3", "--no-single-core"], speed=lambda *_: next(speeds))
@@ -273,6 +284,7 @@ def test_a_failed_process_fails_its_configuration_without_a_row(monkeypatch, tmp
 
 def test_cpu_rows_are_also_timed_on_one_core_and_the_scaling_is_stated(monkeypatch, tmp_path, capsys):
     use_classes(monkeypatch, {"jax": fake_class("jax", ("cpu",), {"cpu"})})
+    monkeypatch.setattr(run_all, "EXTRA_RUNS", {})  # one configuration: jax's fused row is not the point
 
     def speed(arg: dict[str, str], n: int) -> float:
         return 100.0 if arg.get("--cores") == "1" else 180.0
@@ -291,6 +303,7 @@ def test_cpu_rows_are_also_timed_on_one_core_and_the_scaling_is_stated(monkeypat
 
 def test_a_one_core_machine_gets_no_single_core_rows(monkeypatch, tmp_path):
     use_classes(monkeypatch, {"jax": fake_class("jax", ("cpu",), {"cpu"})})
+    monkeypatch.setattr(run_all, "EXTRA_RUNS", {})  # one configuration: jax's fused row is not the point
     code, commands = run_bench_all(monkeypatch, tmp_path, ["--backends", "jax", "--device", "cpu",
                                                            "--processes", "1"], cores=1)
     assert code == 0 and len(commands) == 1 and "--cores" not in commands[0]
