@@ -193,6 +193,12 @@ class Trainer(abc.ABC):
         CUDA-graph capture. Equal on every rank of a multi-process run."""
         return 1
 
+    def op_times(self, batches: Sequence[np.ndarray]) -> list[tuple[str, float, int]] | None:
+        """Train on `batches` under the framework's own profiler and return, per compiled op,
+        (name, seconds summed over its executions, executions), most expensive first; None where
+        the backend offers no such profile (`bench profile --ops` then says so)."""
+        return None
+
     def timed_steps_multiple(self) -> int:
         """A number of steps that `run` always dispatches in fused calls (JAX: its shortest
         lax.scan), never one at a time: bench times repeats of a multiple of it where one fits,

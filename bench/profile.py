@@ -8,7 +8,12 @@ compiler generated at run time (XLA, tinygrad), [kernel] the operating system (p
 scheduling, a BLAS thread yielding while it waits). A thread's share of all samples says how
 busy it kept a core.
 
+With `--ops` the framework profiles itself instead (where its trainer offers `op_times`: JAX on
+the CPU): every compiled op of the steady steps (XLA's fusions, dots, custom calls) with its time
+per step, most expensive first.
+
     python -m bench profile --backend mlx --seconds 12
+    python -m bench profile --backend jax --ops
 """
 
 from __future__ import annotations
@@ -66,6 +71,21 @@ def thread_shares(perf_script: str) -> list[tuple[str, float, list[tuple[str, fl
     return out
 
 
+def op_table(ops: list[tuple[str, float, int]], steps: int, top: int) -> str:
+    """Markdown table of the `top` most expensive ops: ms per step, share of all ops' time, calls
+    per step; the ops left out are summed in a last row."""
+    total = sum(seconds for _, seconds, _ in ops) or 1.0
+    lines = [f"ops' time: {1e3 * total / steps:.2f} ms per step (summed over the pool's threads)", "",
+             "| op | ms/step | share | calls/step |", "|---|---:|---:|---:|"]
+    def row(name: str, seconds: float, calls: str) -> str:
+        return f"| {name} | {1e3 * seconds / steps:.3f} | {100 * seconds / total:.1f}% | {calls} |"
+
+    lines += [row(name, seconds, f"{calls / steps:g}") for name, seconds, calls in ops[:top]]
+    if ops[top:]:
+        lines.append(row(f"{len(ops) - top} other ops", sum(t for _, t, _ in ops[top:]), ""))
+    return "\n".join(lines)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     cli.add_backend_args(p)
     cli.add_trainer_args(p)
@@ -75,6 +95,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps-per-run", type=cli.positive_int, default=16,
                    help="batches per Trainer.run call, as in a timed repeat (JAX fuses them into scans)")
     p.add_argument("--threads", type=cli.positive_int, default=4, help="threads shown, busiest first")
+    p.add_argument("--ops", action="store_true", help="the framework's own per-op profile (JAX on the "
+                   "CPU) of --ops-steps steps instead of perf's per-library samples")
+    p.add_argument("--ops-steps", type=cli.positive_int, default=128,
+                   help="steps --ops traces (JAX: two of its default 64-step scans)")
+    p.add_argument("--top", type=cli.positive_int, default=25, help="ops --ops shows, most expensive first")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
 
     from bench.commands import load_data
 
-    if shutil.which("perf") is None:
+    if not args.ops and shutil.which("perf") is None:
         raise ValueError("bench profile needs Linux perf on PATH (apt-get install linux-perf)")
     backend = backends.load(args.backend, device=args.device, dtype=args.dtype)
     options = backend.parse_options(cli.parse_options(args.opt, args.parallel))
@@ -94,6 +119,15 @@ def run(args: argparse.Namespace) -> int:
         trainer.run([next(stream)])
     trainer.sync()
     load_before = os.getloadavg()[0]
+    if args.ops:
+        ops = trainer.op_times([next(stream) for _ in range(args.ops_steps)])
+        if ops is None:
+            raise ValueError(f"backend {args.backend!r} on {args.device} has no per-op profile; "
+                             "run without --ops for perf's")
+        print(f"{args.backend} {args.device} {args.dtype} {options}: {args.ops_steps} steps traced; "
+              f"1-min load {load_before:.2f} -> {os.getloadavg()[0]:.2f}")
+        print(op_table(ops, args.ops_steps, args.top))
+        return 0
     with tempfile.TemporaryDirectory(prefix="bench-profile-") as folder:
         data = str(Path(folder) / "perf.data")
         record = subprocess.Popen(["perf", "record", "-q", "-F", str(SAMPLE_HZ), "-p", str(os.getpid()),

@@ -15,10 +15,13 @@ from backends.jax import xla_flags  # noqa: F401  (it sets XLA_FLAGS, so it must
 
 # isort: split
 
+import collections
 import contextlib
+import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -29,7 +32,7 @@ import optax.tree_utils as otu
 from flax import nnx
 
 from backends import spec
-from backends.base import Backend, Option, Trainer, parallel_option
+from backends.base import Backend, Option, Trainer, check_rows, parallel_option
 from backends.jax import fused, model, parallel
 from backends.native import KernelBuildError
 from backends.spec import TromptConfig
@@ -39,6 +42,8 @@ PRECISIONS = ("highest", "high", "default")
 # sweep's short ones): the steps a short budget fits still go through a scan.
 REMAINDER_SCAN = 8
 Batch = tuple[jax.Array, jax.Array, jax.Array]  # x (B, C), y (B,), weight (B,)
+# Events of XLA's CPU runtime that wrap ops rather than being one (op_times leaves them out).
+WRAPPER_EVENTS = ("ThunkExecutor", "ThreadPool")
 
 
 @contextlib.contextmanager
@@ -279,6 +284,35 @@ class JaxTrainer(Trainer):
             fresh = self.optimizer.init(params)
             count = np.asarray(state["step"], dtype=otu.tree_get(fresh, "count").dtype)
             self._place(params, otu.tree_set(fresh, count=count, mu=tree("exp_avg"), nu=tree("exp_avg_sq")))
+
+    def op_times(self, batches: Sequence[np.ndarray]) -> list[tuple[str, float, int]] | None:
+        """XLA's own ops (its fusions, dots, custom calls) as the JAX profiler traces them on the
+        CPU, where each runs as one event on a thread of XLA's intra-op pool (its second
+        workgroup, if any, runs inside that time on another thread, untraced). Wrapper events of
+        the executor and of the pool are left out. Not on accelerators: their planes differ."""
+        if self.backend.device != "cpu":
+            return None
+        checked = [check_rows(rows, self.n_train) for rows in batches]
+        with tempfile.TemporaryDirectory(prefix="jax-ops-") as folder:
+            jax.profiler.start_trace(folder)
+            try:
+                self._run(checked)
+                self.sync()
+            finally:
+                jax.profiler.stop_trace()
+            trace = next(Path(folder).rglob("*.xplane.pb"))
+            data = jax.profiler.ProfileData.from_file(str(trace))
+        totals: dict[str, list] = collections.defaultdict(lambda: [0.0, 0])
+        for plane in data.planes:
+            for line in plane.lines:
+                if not line.name.startswith("tf_XLA"):  # XLA's pool threads, not Python's
+                    continue
+                for event in line.events:
+                    if any(word in event.name for word in WRAPPER_EVENTS):
+                        continue
+                    totals[event.name][0] += event.duration_ns / 1e9
+                    totals[event.name][1] += 1
+        return sorted(((name, t, n) for name, (t, n) in totals.items()), key=lambda op: -op[1])
 
     def peak_memory_mb(self) -> float | None:
         stats = self.placement.devices[0].memory_stats()  # None on CPU

@@ -45,3 +45,21 @@ def test_only_the_first_frame_of_a_call_chain_counts():
 def test_long_library_names_are_cut():
     name = profile.library_name("/tmp/mlx/libGf4IAddABHf4IMultiplyCDIf4IAddGHJf4IAddIHKf4IBroadcast_contiguous.so")
     assert len(name) == 48 and name.endswith("...")
+
+
+def test_op_table_gives_ms_per_step_shares_and_sums_the_rest():
+    ops = [("dot.1", 0.030, 10), ("fusion.2", 0.010, 10), ("copy.3", 0.006, 20), ("copy.4", 0.004, 10)]
+    table = profile.op_table(ops, steps=10, top=2)
+    lines = table.splitlines()
+    assert lines[0] == "ops' time: 5.00 ms per step (summed over the pool's threads)"
+    assert lines[4] == "| dot.1 | 3.000 | 60.0% | 1 |"
+    assert lines[5] == "| fusion.2 | 1.000 | 20.0% | 1 |"
+    assert lines[6] == "| 2 other ops | 1.000 | 20.0% |  |"
+
+
+def test_ops_on_a_backend_without_a_profile_is_one_clear_error(capsys):
+    from bench.cli import main
+
+    code = main(["profile", "--backend", "reference", "--ops", "--ops-steps", "1", "--data", "synthetic:tiny"])
+    err = capsys.readouterr().err
+    assert code != 0 and "backend 'reference' on cpu has no per-op profile" in err and "Traceback" not in err

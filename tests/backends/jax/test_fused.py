@@ -106,3 +106,19 @@ def test_the_build_is_named_by_its_sources(monkeypatch, tmp_path):
     before = fused.library_path()
     monkeypatch.setattr(fused, "SOURCE", edited)
     assert fused.library_path() != before and fused.library_path().parent == before.parent
+
+
+def test_the_op_profile_shows_the_custom_calls_of_the_fused_variant_only():
+    # op_times traces XLA's own ops: r5-fused's passes over H are FFI custom calls, r5's are not.
+    params, x, y = problem(rows=16)
+    batches = [np.arange(8), np.arange(8, 16)]
+    names = {}
+    for variant in ("r5", "r5-fused"):
+        trainer = backends.load("jax").trainer(params, CFG, x, y, variant=variant, steps_per_call=2)
+        trainer.run(batches)  # compiles outside the trace
+        ops = trainer.op_times(batches)
+        assert sum(t for _, t, _ in ops) > 0 and all(t >= 0 and calls >= 1 for _, t, calls in ops)
+        assert [t for _, t, _ in ops] == sorted((t for _, t, _ in ops), reverse=True)
+        names[variant] = {name for name, _, _ in ops}
+    assert not any(n.startswith("ffi_call") for n in names["r5"])
+    assert sum(n.startswith("ffi_call") for n in names["r5-fused"]) == 4  # stats, pool, g_q, backward
