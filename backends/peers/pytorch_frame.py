@@ -18,6 +18,7 @@ never a verdict of `bench check`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -200,6 +201,9 @@ class PytorchFrameTrainer:
 
     def timed_steps_multiple(self) -> int:
         return 1
+
+    def op_times(self, batches: Sequence[np.ndarray]) -> None:
+        return None  # no per-op profile (bench profile --ops says so); perf's works
 
     def agree_max(self, value: float) -> float:
         return value  # one process
