@@ -30,6 +30,7 @@ import functools
 import os
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -94,7 +95,9 @@ def register() -> None:
 # axis of 1, the rest with N).
 
 
-def _call(target: str, *shapes_and_dtype: tuple) -> callable:
+def _call(target: str, *shapes_and_dtype: tuple) -> Callable:
+    """The FFI call of `target` with outputs of these shapes and dtype (registered at first use)."""
+    register()
     *shapes, dtype = shapes_and_dtype
     out = tuple(jax.ShapeDtypeStruct(shape, dtype) for shape in shapes)
     return jax.ffi.ffi_call(target, out if len(out) > 1 else out[0], vmap_method="expand_dims")
@@ -103,20 +106,17 @@ def _call(target: str, *shapes_and_dtype: tuple) -> callable:
 def stats_forward(x: jax.Array, w: jax.Array, b: jax.Array, u: jax.Array
                   ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(μ, r, t_raw), each (B, C), of H = relu(x W + Bias)."""
-    register()
     call = _call("trompt_stats_forward", x.shape, x.shape, x.shape, w.dtype)
     return call(x, w.T, b.T, u, eps=np.float64(LN_EPS))
 
 
 def pool_forward(x: jax.Array, w: jax.Array, b: jax.Array, mean: jax.Array, q: jax.Array) -> jax.Array:
     """ẑ = Σ_c q_c (H[c,:] − μ_c), (B, D)."""
-    register()
     return _call("trompt_pool_forward", (x.shape[0], w.shape[1]), w.dtype)(x, w.T, b.T, mean, q)
 
 
 def pool_grad_q(x: jax.Array, w: jax.Array, b: jax.Array, mean: jax.Array, g_z: jax.Array) -> jax.Array:
     """g_q = Σ_d (H − μ) g_ẑ, (B, C)."""
-    register()
     return _call("trompt_pool_grad_q", x.shape, w.dtype)(x, w.T, b.T, mean, g_z)
 
 
@@ -125,7 +125,6 @@ def block_backward(x: jax.Array, w: jax.Array, b: jax.Array, u: jax.Array, mean:
                    g_z: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(g_W, g_Bias (C, D), g_u (D,)) from g_H = a + g_traw u + k (H − μ) + q g_ẑ where pre > 0
     (backends/torch/fused.py gives a and k), summed over the rows."""
-    register()
     C, D = w.shape
     call = _call("trompt_block_backward", (D, C), (D, C), (D,), w.dtype)
     g_wt, g_bt, g_u = call(x, w.T, b.T, u, mean, rstd, g_mean, g_rstd, g_traw, q, g_z)

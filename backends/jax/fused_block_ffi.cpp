@@ -61,30 +61,29 @@ std::optional<Shape> shape_of(const ffi::AnyBuffer& x, const ffi::AnyBuffer& w) 
   return Shape{N, xd[xd.size() - 2], wd.back(), wd[wd.size() - 2]};
 }
 
-ffi::Error bad_shapes() {
-  return ffi::Error::InvalidArgument("fused block: x (B, C) and W (D, C) or (N, D, C) of one dtype expected");
-}
-
 template <typename T>
 const T* in(const ffi::AnyBuffer& a) { return static_cast<const T*>(a.untyped_data()); }
 template <typename T>
 T* out(ffi::Result<ffi::AnyBuffer>& a) { return static_cast<T*>(a->untyped_data()); }
 
-// Calls body.template operator()<T>() for float32 or float64 buffers.
+// Every handler's prologue: checks the shapes of x and W, then calls
+// body.template operator()<T>(shape) with T = float or double, their dtype.
 template <typename Body>
-ffi::Error by_dtype(ffi::DataType dtype, Body&& body) {
-  if (dtype == ffi::DataType::F32) return body.template operator()<float>();
-  if (dtype == ffi::DataType::F64) return body.template operator()<double>();
+ffi::Error dispatch(const ffi::AnyBuffer& x, const ffi::AnyBuffer& w, Body&& body) {
+  const auto shape = shape_of(x, w);
+  if (!shape) {
+    return ffi::Error::InvalidArgument(
+        "fused block: x (B, C) and W (D, C) or (N, D, C) of one dtype expected");
+  }
+  if (w.element_type() == ffi::DataType::F32) return body.template operator()<float>(*shape);
+  if (w.element_type() == ffi::DataType::F64) return body.template operator()<double>(*shape);
   return ffi::Error::InvalidArgument("fused block: float32 or float64 buffers expected");
 }
 
 ffi::Error stats_forward(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer bias,
                          ffi::AnyBuffer u, double eps, ffi::Result<ffi::AnyBuffer> mean,
                          ffi::Result<ffi::AnyBuffer> rstd, ffi::Result<ffi::AnyBuffer> t_raw) {
-  auto shape = shape_of(x, w);
-  if (!shape) return bad_shapes();
-  const Shape s = *shape;
-  return by_dtype(w.element_type(), [&]<typename T>() {
+  return dispatch(x, w, [&]<typename T>(const Shape& s) {
     over_tasks(pool, s.N, column_groups(s.C), [&](int64_t n, int64_t g) {
       stats_forward_task<T>(in<T>(x), in<T>(w), in<T>(bias), in<T>(u), out<T>(mean), out<T>(rstd),
                             out<T>(t_raw), n, g * LANES, s.B, s.C, s.D, eps);
@@ -95,10 +94,7 @@ ffi::Error stats_forward(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer 
 
 ffi::Error pool_forward(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer bias,
                         ffi::AnyBuffer mean, ffi::AnyBuffer q, ffi::Result<ffi::AnyBuffer> z) {
-  auto shape = shape_of(x, w);
-  if (!shape) return bad_shapes();
-  const Shape s = *shape;
-  return by_dtype(w.element_type(), [&]<typename T>() {
+  return dispatch(x, w, [&]<typename T>(const Shape& s) {
     over_tasks(pool, s.N, channel_groups(s.D), [&](int64_t n, int64_t g) {
       pool_forward_task<T>(in<T>(x), in<T>(w), in<T>(bias), in<T>(mean), in<T>(q), out<T>(z), n, g, s.B,
                            s.C, s.D);
@@ -109,10 +105,7 @@ ffi::Error pool_forward(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer w
 
 ffi::Error pool_grad_q(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer bias,
                        ffi::AnyBuffer mean, ffi::AnyBuffer g_z, ffi::Result<ffi::AnyBuffer> g_q) {
-  auto shape = shape_of(x, w);
-  if (!shape) return bad_shapes();
-  const Shape s = *shape;
-  return by_dtype(w.element_type(), [&]<typename T>() {
+  return dispatch(x, w, [&]<typename T>(const Shape& s) {
     over_tasks(pool, s.N, column_groups(s.C), [&](int64_t n, int64_t g) {
       pool_grad_q_task<T>(in<T>(x), in<T>(w), in<T>(bias), in<T>(mean), in<T>(g_z), out<T>(g_q), n, g,
                           s.B, s.C, s.D);
@@ -128,12 +121,9 @@ ffi::Error block_backward(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer
                           ffi::AnyBuffer g_rstd, ffi::AnyBuffer g_traw, ffi::AnyBuffer q, ffi::AnyBuffer g_z,
                           ffi::Result<ffi::AnyBuffer> g_w, ffi::Result<ffi::AnyBuffer> g_bias,
                           ffi::Result<ffi::AnyBuffer> g_u) {
-  auto shape = shape_of(x, w);
-  if (!shape) return bad_shapes();
-  const Shape s = *shape;
-  const int64_t groups = column_groups(s.C);
-  std::vector<double> g_u_part(s.N * groups * s.D);
-  return by_dtype(w.element_type(), [&]<typename T>() {
+  return dispatch(x, w, [&]<typename T>(const Shape& s) {
+    const int64_t groups = column_groups(s.C);
+    std::vector<double> g_u_part(s.N * groups * s.D);
     over_tasks(pool, s.N, groups, [&](int64_t n, int64_t g) {
       block_backward_task<T, false>(in<T>(x), in<T>(w), in<T>(bias), in<T>(u), in<T>(mean), in<T>(rstd),
                                     in<T>(g_mean), in<T>(g_rstd), in<T>(g_traw), in<T>(q), in<T>(g_z),

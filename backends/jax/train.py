@@ -32,7 +32,7 @@ import optax.tree_utils as otu
 from flax import nnx
 
 from backends import spec
-from backends.base import Backend, Option, Trainer, check_rows, parallel_option
+from backends.base import Backend, Option, Trainer, parallel_option
 from backends.jax import fused, model, parallel
 from backends.native import KernelBuildError
 from backends.spec import TromptConfig
@@ -292,11 +292,10 @@ class JaxTrainer(Trainer):
         the executor and of the pool are left out. Not on accelerators: their planes differ."""
         if self.backend.device != "cpu":
             return None
-        checked = [check_rows(rows, self.n_train) for rows in batches]
         with tempfile.TemporaryDirectory(prefix="jax-ops-") as folder:
             jax.profiler.start_trace(folder)
             try:
-                self._run(checked)
+                self.run(batches)
                 self.sync()
             finally:
                 jax.profiler.stop_trace()
