@@ -127,6 +127,7 @@ class Trainer(abc.ABC):
     """AdamW training resident on one backend's device(s); see the module docstring."""
 
     predict_chunk: ClassVar[int] = 64  # rows per forward in predict(): bounds the activations
+    op_time_basis: ClassVar[str] = ""  # what op_times's seconds are (`bench profile --ops` says it)
 
     def __init__(self, backend: Backend, params: dict[str, np.ndarray], cfg: TromptConfig,
                  x_train: np.ndarray, y_train: np.ndarray, lr: float, weight_decay: float,

@@ -265,26 +265,19 @@ def time_cells(options: dict, args: argparse.Namespace, cfg: spec.TromptConfig, 
 
 def top_ops(rung: Rung, options: dict, device: str, cfg: spec.TromptConfig, dataset: data_mod.Dataset,
             n_ops: int = 8) -> list[dict]:
-    """The most expensive ops (self time per step) of a fresh trainer's warm steps (torch.profiler)."""
-    from torch.profiler import ProfilerActivity, profile
-
+    """The most expensive ops (self time per step) of a fresh trainer's warm steps, from its own
+    profiler (Trainer.op_times; torch.profiler for the torch rungs)."""
     trainer = backends.load(rung.backend, device=device).trainer(
         spec.init_params(cfg, spec.SEED, "float32"), cfg, dataset.x_train, dataset.y_train, **options)
     warmup, steps = (1, 1) if rung.backend == "reference" else (3, 5)
     stream = batch_stream(len(dataset.x_train), spec.BATCH_SIZE, spec.SEED)
     for _ in range(warmup):
         trainer.run([next(stream)])
-    batches = [next(stream) for _ in range(steps)]
     trainer.sync()
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
-    with profile(activities=activities) as prof:
-        trainer.run(batches)
-        trainer.sync()
-    attr = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
-    events = sorted(prof.key_averages(), key=lambda e: getattr(e, attr), reverse=True)
-    total = sum(getattr(e, attr) for e in events) or 1
-    return [{"op": e.key, "ms_per_step": getattr(e, attr) / 1000 / steps, "share": getattr(e, attr) / total,
-             "calls_per_step": e.count / steps} for e in events[:n_ops]]
+    ops = trainer.op_times([next(stream) for _ in range(steps)]) or []
+    total = sum(seconds for _, seconds, _ in ops) or 1.0
+    return [{"op": name, "ms_per_step": 1e3 * seconds / steps, "share": seconds / total,
+             "calls_per_step": calls / steps} for name, seconds, calls in ops[:n_ops]]
 
 
 def add_ratios(rows: dict[str, dict]) -> None:

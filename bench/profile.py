@@ -9,11 +9,13 @@ scheduling, a BLAS thread yielding while it waits). A thread's share of all samp
 busy it kept a core.
 
 With `--ops` the framework profiles itself instead (where its trainer offers `op_times`: JAX on
-the CPU): every compiled op of the steady steps (XLA's fusions, dots, custom calls) with its time
-per step, most expensive first.
+the CPU, torch, the reference): every op of the steady steps with its time per step, most
+expensive first. JAX's are XLA's compiled ops (fusions, dots, custom calls); torch's are ATen ops,
+custom ops and, under compile=true, inductor's generated kernels (torch.profiler).
 
     python -m bench profile --backend mlx --seconds 12
     python -m bench profile --backend jax --ops
+    python -m bench profile --backend torch --ops --opt compile=true --opt variant=r5-fused
 """
 
 from __future__ import annotations
@@ -71,11 +73,11 @@ def thread_shares(perf_script: str) -> list[tuple[str, float, list[tuple[str, fl
     return out
 
 
-def op_table(ops: list[tuple[str, float, int]], steps: int, top: int) -> str:
+def op_table(ops: list[tuple[str, float, int]], steps: int, top: int, basis: str = "") -> str:
     """Markdown table of the `top` most expensive ops: ms per step, share of all ops' time, calls
-    per step; the ops left out are summed in a last row."""
+    per step; the ops left out are summed in a last row. `basis` says what the times are."""
     total = sum(seconds for _, seconds, _ in ops) or 1.0
-    lines = [f"ops' time: {1e3 * total / steps:.2f} ms per step (summed over the pool's threads)", "",
+    lines = [f"ops' time: {1e3 * total / steps:.2f} ms per step" + (f" ({basis})" if basis else ""), "",
              "| op | ms/step | share | calls/step |", "|---|---:|---:|---:|"]
     def row(name: str, seconds: float, calls: str) -> str:
         return f"| {name} | {1e3 * seconds / steps:.3f} | {100 * seconds / total:.1f}% | {calls} |"
@@ -96,7 +98,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="batches per Trainer.run call, as in a timed repeat (JAX fuses them into scans)")
     p.add_argument("--threads", type=cli.positive_int, default=4, help="threads shown, busiest first")
     p.add_argument("--ops", action="store_true", help="the framework's own per-op profile (JAX on the "
-                   "CPU) of --ops-steps steps instead of perf's per-library samples")
+                   "CPU, torch, the reference) of --ops-steps steps instead of perf's per-library samples")
     p.add_argument("--ops-steps", type=cli.positive_int, default=128,
                    help="steps --ops traces (JAX: two of its default 64-step scans)")
     p.add_argument("--top", type=cli.positive_int, default=25, help="ops --ops shows, most expensive first")
@@ -126,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
                              "run without --ops for perf's")
         print(f"{args.backend} {args.device} {args.dtype} {options}: {args.ops_steps} steps traced; "
               f"1-min load {load_before:.2f} -> {os.getloadavg()[0]:.2f}")
-        print(op_table(ops, args.ops_steps, args.top))
+        print(op_table(ops, args.ops_steps, args.top, trainer.op_time_basis))
         return 0
     with tempfile.TemporaryDirectory(prefix="bench-profile-") as folder:
         data = str(Path(folder) / "perf.data")

@@ -6,6 +6,7 @@ training loop is the original's: index on the host, copy the batch, step, read t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,7 @@ import torch
 from backends import spec
 from backends.base import Backend, Trainer
 from backends.spec import TromptConfig
+from backends.torch.device import profile_ops
 from reference.model import Trompt, mse_over_cycles
 
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -66,6 +68,16 @@ class ReferenceTrainer(Trainer):
 
     def losses(self) -> list[float]:
         return list(self._losses)
+
+    op_time_basis = "self time on the calling thread; device time on a GPU"
+
+    def op_times(self, batches: Sequence[np.ndarray]) -> list[tuple[str, float, int]]:
+        """torch.profiler's self time per op, as the torch backend's."""
+        def steps() -> None:
+            self.run(batches)
+            self.sync()
+
+        return profile_ops(steps, self.backend.device)
 
     def _predict(self, x: np.ndarray) -> np.ndarray:
         with torch.no_grad():

@@ -285,6 +285,8 @@ class JaxTrainer(Trainer):
             count = np.asarray(state["step"], dtype=otu.tree_get(fresh, "count").dtype)
             self._place(params, otu.tree_set(fresh, count=count, mu=tree("exp_avg"), nu=tree("exp_avg_sq")))
 
+    op_time_basis = "summed over the threads of XLA's intra-op pool"
+
     def op_times(self, batches: Sequence[np.ndarray]) -> list[tuple[str, float, int]] | None:
         """XLA's own ops (its fusions, dots, custom calls) as the JAX profiler traces them on the
         CPU, where each runs as one event on a thread of XLA's intra-op pool (its second

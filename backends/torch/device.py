@@ -1,10 +1,12 @@
 """What the torch backend needs to know and set about its device, apart from training: threads,
 native bf16, float32 matmul precision (TF32, XLA's levels), index copies that do not block the
-host, collective timeouts, and the torch_xla spellings of older releases."""
+host, collective timeouts, the torch_xla spellings of older releases, and torch.profiler's
+per-op times."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -97,3 +99,17 @@ def legacy_mark_step() -> None:
     import torch_xla.core.xla_model as xm
 
     xm.mark_step()
+
+
+def profile_ops(run: Callable[[], None], device_type: str) -> list[tuple[str, float, int]]:
+    """Run `run` under torch.profiler; per op (name, self seconds, calls), most expensive first.
+    Self time excludes the ops an op calls. On the CPU it is the calling thread's wall time (torch's
+    intra-op threads work inside it); on a GPU the device time of the op's kernels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device_type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        run()
+    attr = "self_device_time_total" if device_type == "cuda" else "self_cpu_time_total"
+    ops = [(e.key, getattr(e, attr) / 1e6, e.count) for e in prof.key_averages()]
+    return sorted((op for op in ops if op[1] > 0), key=lambda op: -op[1])

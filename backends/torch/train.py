@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,7 @@ from backends.torch.device import (
     native_bf16,
     pin_matmul_precision,
     preferred_amp,
+    profile_ops,
 )
 
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -190,6 +192,29 @@ class TorchTrainer(Trainer):
         else:
             self.optimizer.step()
         self._record(loss)
+
+    op_time_basis = "self time on the calling thread; device time on a GPU"
+
+    def op_times(self, batches: Sequence[np.ndarray]) -> list[tuple[str, float, int]] | None:
+        """torch.profiler's self time per op (device.profile_ops). A compiled CPU step would show
+        each graph as one op, so the loss is first recompiled with inductor's per-kernel profiling
+        on, by training once more on the first batch (not profiled): its generated kernels then
+        appear by name (cpp_fused_...). None on XLA, whose ops run inside XLA's graph."""
+        if self.backend.device == "xla":
+            return None
+        if self.options["compile"] and self.backend.device == "cpu":
+            import torch._inductor.config as inductor_config
+
+            torch._dynamo.reset()  # compiled code is cached per code object: drop it
+            with inductor_config.patch({"cpp.enable_kernel_profile": True}):
+                self.run(batches[:1])
+                self.sync()
+
+        def steps() -> None:
+            self.run(batches)
+            self.sync()
+
+        return profile_ops(steps, self.device.type)
 
     def min_warmup_steps(self) -> int:
         """With cuda_graphs: the eager warm-up steps, the last of which ends with the capture, and

@@ -62,7 +62,7 @@ def test_smoke_ladder_writes_smoke_files_with_a_measured_check_per_row(tmp_path)
     pytest.importorskip("torch")
     pytest.importorskip("matplotlib")
     done = bench("ladder", "--smoke", "--only", "r5,compile", "--threads", "1", "--seconds", "0.3",
-                 "--out", str(tmp_path))
+                 "--profile", "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr[-3000:]
     stem = "ladder_torch_cpu_smoke"
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{stem}.{ext}" for ext in ("json", "md", "png")]
@@ -84,6 +84,15 @@ def test_smoke_ladder_writes_smoke_files_with_a_measured_check_per_row(tmp_path)
     assert rows["compile"]["x_previous_of"] == "r5"
     assert rows["compile"]["x_previous"] == pytest.approx(
         rows["compile"]["samples_per_sec"] / rows["r5"]["samples_per_sec"])
+
+    # --profile: each rung's top ops from its trainer's op_times (torch.profiler); the compiled
+    # rung's are inductor's kernels by name, its step recompiled with kernel profiling.
+    profiles = record["profiles"]
+    assert sorted(profiles) == ["compile", "r5", "reference"]
+    for key, ops in profiles.items():
+        assert 0 < len(ops) <= 8 and all(op["ms_per_step"] > 0 and 0 < op["share"] <= 1 for op in ops), key
+    assert any("cpp_fused" in op["op"] for op in profiles["compile"])
+    assert not any("cpp_fused" in op["op"] for op in profiles["r5"])
 
     table = (tmp_path / f"{stem}.md").read_text()
     assert table.splitlines()[0].startswith("Torch ladder, smoke (tiny model, plumbing only), on ")

@@ -49,9 +49,9 @@ def test_long_library_names_are_cut():
 
 def test_op_table_gives_ms_per_step_shares_and_sums_the_rest():
     ops = [("dot.1", 0.030, 10), ("fusion.2", 0.010, 10), ("copy.3", 0.006, 20), ("copy.4", 0.004, 10)]
-    table = profile.op_table(ops, steps=10, top=2)
+    table = profile.op_table(ops, steps=10, top=2, basis="summed over threads")
     lines = table.splitlines()
-    assert lines[0] == "ops' time: 5.00 ms per step (summed over the pool's threads)"
+    assert lines[0] == "ops' time: 5.00 ms per step (summed over threads)"
     assert lines[4] == "| dot.1 | 3.000 | 60.0% | 1 |"
     assert lines[5] == "| fusion.2 | 1.000 | 20.0% | 1 |"
     assert lines[6] == "| 2 other ops | 1.000 | 20.0% |  |"
@@ -60,6 +60,19 @@ def test_op_table_gives_ms_per_step_shares_and_sums_the_rest():
 def test_ops_on_a_backend_without_a_profile_is_one_clear_error(capsys):
     from bench.cli import main
 
-    code = main(["profile", "--backend", "reference", "--ops", "--ops-steps", "1", "--data", "synthetic:tiny"])
+    code = main(["profile", "--backend", "mlx", "--ops", "--ops-steps", "1", "--data", "synthetic:tiny"])
     err = capsys.readouterr().err
-    assert code != 0 and "backend 'reference' on cpu has no per-op profile" in err and "Traceback" not in err
+    assert code != 0 and "backend 'mlx' on cpu has no per-op profile" in err and "Traceback" not in err
+
+
+def test_ops_of_the_reference_are_torch_profiler_ops(capsys):
+    from bench.cli import main
+
+    code = main(["profile", "--backend", "reference", "--ops", "--ops-steps", "2", "--top", "200",
+                 "--data", "synthetic:tiny"])
+    out = capsys.readouterr().out
+    assert code == 0 and out.splitlines()[1].startswith("ops' time:") and "self time on the calling thread" in out
+    # the original loop: one AdamW step and one backward per step
+    assert "| Optimizer.step#AdamW.step |" in out and out.count("#AdamW.step | ") == 1
+    row = next(line for line in out.splitlines() if line.startswith("| Optimizer.step#AdamW.step |"))
+    assert row.split("|")[4].strip() == "1"

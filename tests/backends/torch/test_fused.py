@@ -163,3 +163,19 @@ def test_a_checkpoint_of_the_transposed_layout_continues_bit_identically():
     batches = [np.arange(i, i + 3) for i in range(0, 12, 3)]
     assert_continues_bit_identically(backends.load("torch", dtype="float64"), CFG, x, y, batches,
                                      variant="r5-fused")
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_the_op_profile_counts_each_kernel_once_per_step(compiled):
+    # op_times (torch.profiler) sees the four custom ops once per step; compiled, the loss is
+    # recompiled with inductor's per-kernel profiling, so its generated CPU kernels appear by name.
+    params, x, y = problem(rows=16)
+    batches = [np.arange(8), np.arange(8, 16), np.arange(4, 12)]  # one shape: no recompile inside
+    trainer = backends.load("torch").trainer(params, CFG, x, y, variant="r5-fused", compile=compiled)
+    trainer.run(batches[:1])
+    ops = trainer.op_times(batches)
+    calls = {name: n for name, _, n in ops}
+    for op in ("stats_forward", "pool_forward", "pool_grad_q", "block_backward"):
+        assert calls[f"trompt_fused::{op}"] == len(batches)
+    assert [t for _, t, _ in ops] == sorted((t for _, t, _ in ops), reverse=True) and ops[-1][1] > 0
+    assert any("cpp_fused" in name for name in calls) == compiled
