@@ -12,8 +12,12 @@ generic loop that needs H stored: its profile of the r5 step shows H, H − μ (
 written out and re-read, matrix-vector products over them, and reduce-windows (its pairwise
 summation) that take a stored operand. The kernels do the same sums in registers.
 
-Layout. The kernels want W and Bias channels-major, (D, C), so each call takes their transposes;
-XLA makes the copies (3 MB each at full size) and transposes the gradients back.
+Layout. The kernels want W and Bias channels-major, (D, C), and the r5-fused state stores them
+so (model.TRANSPOSED). The wrappers below take them (C, D), as the model's formulas are written,
+and pass their transposes: the model hands over the stored arrays transposed, and XLA cancels the
+two transposes, so the kernels read the state in place and write the gradients in its layout.
+Stored (C, D), the two arrays (3 MB each at full size) would be copied at every call and their
+gradients transposed back (docs/REPORT.md compares the two layouts).
 
 Building. The binding is compiled at first use with the machine's g++ (-O3 -march=native, a few
 seconds) against the FFI headers that jaxlib ships (jax.ffi.include_dir()), into
@@ -90,7 +94,7 @@ def register() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# The four passes, for one cell: x (B, C), w and b (C, D) as the model stores them. Under
+# The four passes, for one cell: x (B, C), w and b (C, D) (the transposes of the stored ones). Under
 # jax.vmap over the cells, "expand_dims" gives the kernels every cell at once (x with a leading
 # axis of 1, the rest with N).
 

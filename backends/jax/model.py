@@ -20,6 +20,10 @@ first lets XLA batch the six cells into single kernels without (B, N, ...) trans
 Parameter layout differs from torch in two ways, both handled by `to_pure_dict`/`from_pure_dict`:
 Flax Linear stores `kernel` as (in, out) where torch stores `weight` as (out, in), and a
 LayerNorm's weight is called `scale`. Shapes: B batch, C columns, P prompts, D d_model, N cells.
+r5-fused also keeps W and Bias channels-major, (N, D, C) (TRANSPOSED), as the C++ kernels read
+them: handed over in the stacked (N, C, D), they would be transposed at every call and their
+gradients transposed back (XLA copies both); the XLA variants keep (N, C, D), which their own
+fusions read fastest.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ from backends.jax.backward import R5Inputs, R5Residuals, r5_backward
 from backends.spec import CELL_PARAMS, LN_EPS, TromptConfig
 
 VARIANTS = ("r5", "r5-autodiff", "r5-fused", "r3")
+# Cell parameters a variant stores transposed, (N, D, C) instead of (N, C, D) (see above).
+TRANSPOSED: dict[str, tuple[str, ...]] = {"r5-fused": ("feature_emb_weight", "feature_emb_bias")}
 
 
 def make_layer_norm(d_model: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
@@ -51,11 +57,15 @@ def make_layer_norm(d_model: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
 class TromptCell(nnx.Module):
     """One cell's parameters and computation; instantiated as a stack of N (see `Trompt`)."""
 
-    def __init__(self, cfg: TromptConfig, rngs: nnx.Rngs) -> None:
+    def __init__(self, cfg: TromptConfig, rngs: nnx.Rngs, transposed: tuple[str, ...] = ()) -> None:
         C, P, D = cfg.n_columns, cfg.n_prompts, cfg.d_model
         # Values are always loaded from spec.init_params (see `build`); zeros are placeholders.
-        self.feature_emb_weight = nnx.Param(jnp.zeros((C, D)))
-        self.feature_emb_bias = nnx.Param(jnp.zeros((C, D)))
+        self.transposed = transposed  # which of the two below are stored (D, C) (TRANSPOSED)
+        def emb_shape(name: str) -> tuple[int, int]:
+            return (D, C) if name in transposed else (C, D)
+
+        self.feature_emb_weight = nnx.Param(jnp.zeros(emb_shape("feature_emb_weight")))
+        self.feature_emb_bias = nnx.Param(jnp.zeros(emb_shape("feature_emb_bias")))
         self.emb_column = nnx.Param(jnp.zeros((C, D)))
         self.emb_prompt = nnx.Param(jnp.zeros((P, D)))
         self.ln_emb = make_layer_norm(D, rngs)
@@ -71,9 +81,16 @@ class TromptCell(nnx.Module):
         key = self.ln_col(self.emb_column[...])  # (C, D)
         return jax.nn.softmax(query @ key.T, axis=-1)  # (P, C)
 
+    def emb_weight_bias(self) -> tuple[jax.Array, jax.Array]:
+        """W and Bias (C, D), however stored (a stored (D, C) one is handed over transposed)."""
+        w, b = self.feature_emb_weight[...], self.feature_emb_bias[...]
+        return (w.T if "feature_emb_weight" in self.transposed else w,
+                b.T if "feature_emb_bias" in self.transposed else b)
+
     def embed(self, x: jax.Array) -> jax.Array:
         """Feature embedding E = LN(relu(x W + Bias)) of every scalar x[b, c]: (B, C, D)."""
-        hidden = jax.nn.relu(x[:, :, None] * self.feature_emb_weight[...] + self.feature_emb_bias[...])
+        w, b = self.emb_weight_bias()
+        hidden = jax.nn.relu(x[:, :, None] * w + b)
         return self.ln_emb(hidden)
 
     def expansion_scale_shift(self) -> tuple[jax.Array, jax.Array]:
@@ -96,7 +113,8 @@ class TromptCell(nnx.Module):
         """
         s, e = self.expansion_scale_shift()
         pool = POOLS[variant]
-        return pool(R5Inputs(x=x, w=self.feature_emb_weight[...], b=self.feature_emb_bias[...],
+        w, b = self.emb_weight_bias()  # r5-fused: fused.py transposes them back, which XLA cancels
+        return pool(R5Inputs(x=x, w=w, b=b,
                              gamma=self.ln_emb.scale[...], beta=self.ln_emb.bias[...], s=s, e=e,
                              mask=mask, v=v, v0=v0))
 
@@ -175,14 +193,14 @@ class TromptDownstream(nnx.Module):
 
 
 class Trompt(nnx.Module):
-    def __init__(self, cfg: TromptConfig, rngs: nnx.Rngs) -> None:
+    def __init__(self, cfg: TromptConfig, rngs: nnx.Rngs, transposed: tuple[str, ...] = ()) -> None:
         self.cfg = cfg
         self.prompt = nnx.Param(jnp.zeros((cfg.n_prompts, cfg.d_model)))
 
         @nnx.split_rngs(splits=cfg.n_cycles)
         @nnx.vmap(in_axes=(0,), out_axes=0)
         def make_cells(rngs: nnx.Rngs) -> TromptCell:
-            return TromptCell(cfg, rngs)
+            return TromptCell(cfg, rngs, transposed)
 
         self.tcells = make_cells(rngs)  # every parameter has a leading axis of length N
         self.tdown = TromptDownstream(cfg, rngs)
@@ -262,13 +280,15 @@ def _set(tree: dict, path: tuple[str, ...], value) -> None:
     tree[path[-1]] = value
 
 
-def to_pure_dict(params: dict[str, np.ndarray], cfg: TromptConfig) -> dict:
-    """Canonical numpy params -> the nested dict layout of `nnx.to_pure_dict(nnx.split(Trompt)[1])`."""
+def to_pure_dict(params: dict[str, np.ndarray], cfg: TromptConfig, transposed: tuple[str, ...] = ()) -> dict:
+    """Canonical numpy params -> the nested dict layout of `nnx.to_pure_dict(nnx.split(Trompt)[1])`
+    (the cell parameters named in `transposed` stored (N, D, C), see TRANSPOSED)."""
     pure: dict = {"prompt": np.asarray(params["prompt"])}
     for leaf in CELL_PARAMS:
-        path, transposed = _LEAF_TO_PATH[leaf]
+        path, flax_transposed = _LEAF_TO_PATH[leaf]
         stacked = np.stack([np.asarray(params[f"tcells.{n}.{leaf}"]) for n in range(cfg.n_cycles)])
-        _set(pure, ("tcells", *path), np.swapaxes(stacked, -1, -2) if transposed else stacked)
+        flip = flax_transposed or leaf in transposed
+        _set(pure, ("tcells", *path), np.swapaxes(stacked, -1, -2) if flip else stacked)
     for name in (k for k in _LEAF_TO_PATH if k.startswith("tdown.")):
         path, transposed = _LEAF_TO_PATH[name]
         value = np.asarray(params[name])
@@ -276,14 +296,14 @@ def to_pure_dict(params: dict[str, np.ndarray], cfg: TromptConfig) -> dict:
     return pure
 
 
-def from_pure_dict(pure: dict, cfg: TromptConfig) -> dict[str, np.ndarray]:
+def from_pure_dict(pure: dict, cfg: TromptConfig, transposed: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
     """Inverse of `to_pure_dict` (works for gradients too); canonical names in canonical order."""
     out = {"prompt": np.asarray(pure["prompt"])}
     for n in range(cfg.n_cycles):
         for leaf in CELL_PARAMS:
-            path, transposed = _LEAF_TO_PATH[leaf]
+            path, flax_transposed = _LEAF_TO_PATH[leaf]
             value = np.asarray(_get(pure["tcells"], path)[n])
-            out[f"tcells.{n}.{leaf}"] = value.T if transposed else value
+            out[f"tcells.{n}.{leaf}"] = value.T if flax_transposed or leaf in transposed else value
     for name in (k for k in _LEAF_TO_PATH if k.startswith("tdown.")):
         path, transposed = _LEAF_TO_PATH[name]
         value = np.asarray(_get(pure["tdown"], path))
@@ -292,25 +312,27 @@ def from_pure_dict(pure: dict, cfg: TromptConfig) -> dict[str, np.ndarray]:
 
 
 def build(params: dict[str, np.ndarray], cfg: TromptConfig, dtype: str,
-          device: jax.Device | jax.sharding.Sharding | None = None) -> tuple[nnx.GraphDef, nnx.State]:
+          device: jax.Device | jax.sharding.Sharding | None = None, transposed: tuple[str, ...] = ()
+          ) -> tuple[nnx.GraphDef, nnx.State]:
     """(graphdef, parameter state) of a Trompt holding `params`, placed on `device`.
 
     The model is traced abstractly (`nnx.eval_shape`), so Flax's own random init never runs:
     every backend starts from the same numpy numbers of `spec.init_params`.
     """
-    abstract = nnx.eval_shape(lambda: Trompt(cfg, nnx.Rngs(0)))
+    abstract = nnx.eval_shape(lambda: Trompt(cfg, nnx.Rngs(0), transposed))
     graphdef, state = nnx.split(abstract)
     def place(a: np.ndarray) -> jax.Array:
         return jax.device_put(np.asarray(a, dtype=dtype), device)
 
-    pure = jax.tree.map(place, to_pure_dict(params, cfg))
+    pure = jax.tree.map(place, to_pure_dict(params, cfg, transposed))
     nnx.replace_by_pure_dict(state, pure)
     return graphdef, state
 
 
-def state_to_numpy(state: nnx.State, cfg: TromptConfig) -> dict[str, np.ndarray]:
+def state_to_numpy(state: nnx.State, cfg: TromptConfig, transposed: tuple[str, ...] = ()
+                   ) -> dict[str, np.ndarray]:
     """An NNX parameter state (or a gradient of one) -> canonical numpy dict."""
-    return from_pure_dict(jax.device_get(nnx.to_pure_dict(state)), cfg)
+    return from_pure_dict(jax.device_get(nnx.to_pure_dict(state)), cfg, transposed)
 
 
 def forward(graphdef: nnx.GraphDef, state: nnx.State, x: jax.Array, variant: str = "r5") -> jax.Array:

@@ -166,6 +166,7 @@ class JaxTrainer(Trainer):
                  options: dict[str, Any]) -> None:
         super().__init__(backend, params, cfg, x_train, y_train, lr, weight_decay, options)
         self.variant, self.precision = options["variant"], options["precision"]
+        self.transposed = model.TRANSPOSED.get(self.variant, ())
         self.steps_per_call = options["steps_per_call"]
         self.placement = parallel.make_placement(options["parallel"], backend.jax_devices(), cfg,
                                                  options["n_devices"])
@@ -177,7 +178,7 @@ class JaxTrainer(Trainer):
                 raise ValueError(str(e)) from None
         self.optimizer = make_optimizer(lr, weight_decay)
         with self._numerics():
-            self.graphdef, state = model.build(params, cfg, backend.dtype)
+            self.graphdef, state = model.build(params, cfg, backend.dtype, transposed=self.transposed)
             self._place(state, self.optimizer.init(state))
             self._x = self.placement.put_data(x_train)
             self._y = self.placement.put_data(y_train)
@@ -253,11 +254,11 @@ class JaxTrainer(Trainer):
             idx, weight = self.placement.put_batches(*pad_batches([rows], width, self.backend.dtype))
             out = self._gradients_at(self._state, self._x, self._y, idx, weight)
             loss, grads = self.placement.single_copy(out)
-            return float(loss), model.state_to_numpy(grads, self.cfg)
+            return float(loss), model.state_to_numpy(grads, self.cfg, self.transposed)
 
     def params(self) -> dict[str, np.ndarray]:
         with self._numerics():
-            return model.state_to_numpy(self.placement.single_copy(self._state), self.cfg)
+            return model.state_to_numpy(self.placement.single_copy(self._state), self.cfg, self.transposed)
 
     def state(self) -> dict[str, np.ndarray]:
         # Optax's Adam state holds mu (torch's exp_avg), nu (exp_avg_sq) and count (the step),
@@ -269,7 +270,7 @@ class JaxTrainer(Trainer):
             # Copies: the device buffers are donated to (overwritten by) the next step.
             out = {f"{prefix}/{name}": np.array(value, order="C")
                    for prefix, tree in trees.items()
-                   for name, value in model.state_to_numpy(tree, self.cfg).items()}
+                   for name, value in model.state_to_numpy(tree, self.cfg, self.transposed).items()}
             out["step"] = np.array(int(otu.tree_get(opt_state, "count")), dtype=np.int64)
         return out
 
@@ -277,7 +278,8 @@ class JaxTrainer(Trainer):
         names = spec.param_names(self.cfg)
 
         def tree(prefix: str) -> nnx.State:
-            return model.build({k: state[f"{prefix}/{k}"] for k in names}, self.cfg, self.backend.dtype)[1]
+            return model.build({k: state[f"{prefix}/{k}"] for k in names}, self.cfg, self.backend.dtype,
+                               transposed=self.transposed)[1]
 
         with self._numerics():
             params = tree("param")

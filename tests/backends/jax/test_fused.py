@@ -20,6 +20,7 @@ from backends import spec  # noqa: E402
 from backends.jax import fused  # noqa: E402
 from bench import check  # noqa: E402
 from tests.backends.problems import CFG, problem, rel_err  # noqa: E402
+from tests.contract.round_trip import assert_continues_bit_identically  # noqa: E402
 
 LANES = 32  # columns per task in backends/fused_block.h
 WIDE = spec.TromptConfig(n_columns=2 * LANES + 5, n_prompts=5, d_model=10, n_cycles=2)
@@ -53,6 +54,17 @@ def test_fused_equals_xla_r5_in_float64(cfg, rows):
     for name in spec.param_names(cfg):
         if name not in spec.dead_params(cfg):
             assert rel_err(grads[name], want[name]) < 1e-11, name
+
+
+def test_its_channels_major_state_leaves_in_the_canonical_layout_and_continues_bit_identically():
+    # W and Bias live (N, D, C) in this variant's state; parameters and checkpoints leave (C, D).
+    params, x, y = problem(rows=16)
+    b = backends.load("jax", dtype="float64")
+    trainer = b.trainer(params, CFG, x, y, variant="r5-fused", steps_per_call=2)
+    for name, value in trainer.params().items():
+        assert np.array_equal(value, params[name]), name
+    batches = [np.arange(8), np.arange(8, 16), np.arange(4, 12), np.arange(3)]
+    assert_continues_bit_identically(b, CFG, x, y, batches, variant="r5-fused", steps_per_call=2)
 
 
 def test_one_cell_without_vmap_matches_the_formulas():

@@ -114,6 +114,14 @@ def test_parameter_layout_round_trips():
     # torch's Linear weight is (out, in); the Flax kernel is (in, out).
     pure = model.to_pure_dict(p, CFG)
     np.testing.assert_array_equal(pure["tcells"]["dense_imp"]["kernel"][1], p["tcells.1.dense_imp.weight"].T)
+    # r5-fused stores W and Bias channels-major, (N, D, C); the canonical arrays come back (C, D).
+    transposed = model.TRANSPOSED["r5-fused"]
+    pure = model.to_pure_dict(p, CFG, transposed)
+    assert pure["tcells"]["feature_emb_weight"].shape == (CFG.n_cycles, CFG.d_model, CFG.n_columns)
+    np.testing.assert_array_equal(pure["tcells"]["feature_emb_bias"][1], p["tcells.1.feature_emb_bias"].T)
+    back = model.from_pure_dict(pure, CFG, transposed)
+    for k in p:
+        np.testing.assert_array_equal(back[k], p[k])
 
 
 @pytest.mark.slow
