@@ -234,3 +234,15 @@ def test_bench_all_runs_the_peer_as_one_more_row(monkeypatch, tmp_path, capsys):
     table = (tmp_path / "bench_table.md").read_text()
     assert f"| {PEER_TITLE} (peer, not our model) | cpu | 0.5 | - |" in table
     assert "| torch float32 | cpu | 300.0 | 150.00 |" in table  # still against the reference
+
+
+def test_the_peer_s_op_profile_sees_one_optimizer_step_per_batch():
+    needs_pytorch_frame()
+    from backends.data import load_dataset
+
+    data = load_dataset("synthetic:tiny", n_columns=SMALL.n_columns)
+    trainer = peers.load().trainer(None, SMALL, data.x_train, data.y_train)
+    trainer.run([np.arange(8)])
+    ops = trainer.op_times([np.arange(8), np.arange(8, 16), np.arange(16, 24)])
+    calls = {name: n for name, _, n in ops}
+    assert calls["Optimizer.step#AdamW.step"] == 3 and all(seconds > 0 for _, seconds, _ in ops)
