@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from backends import spec
+from backends import native, spec
 from backends.spec import TromptConfig
 
 STATE_PREFIXES = ("param", "exp_avg", "exp_avg_sq")
@@ -407,16 +407,8 @@ def cpu_name(cpuinfo: str | None = None) -> str:
     """The CPU model from /proc/cpuinfo (Linux), else what `platform` knows, with the core count
     and the widest vector unit it reports ("AMD EPYC (2 cores, AVX-512)"): one VM model name can
     stand for CPUs of different generations, whose speeds differ."""
-    if cpuinfo is None:
-        try:
-            with open("/proc/cpuinfo") as f:
-                cpuinfo = f.read()
-        except OSError:
-            cpuinfo = ""
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
-                  if line.startswith("model name")), platform.processor() or platform.machine())
-    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines()
-                      if line.startswith("flags")), []))
+    model = native.cpuinfo_field("model name", cpuinfo) or platform.processor() or platform.machine()
+    flags = set((native.cpuinfo_field("flags", cpuinfo) or "").split())
     vector = next((name for flag, name in CPU_VECTOR_UNITS if flag in flags), None)
     return f"{model} ({os.cpu_count()} cores" + (f", {vector})" if vector else ")")
 

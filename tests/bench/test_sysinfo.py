@@ -42,3 +42,18 @@ def test_cpu_name_names_the_model_the_cores_and_the_widest_vector_unit():
     assert sysinfo.cpu_name(epyc_avx512) == f"AMD EPYC ({cores} cores, AVX-512)"
     assert sysinfo.cpu_name(xeon_amx) == f"Intel(R) Xeon(R) ({cores} cores, AVX-512 + AMX)"
     assert sysinfo.cpu_name("model name : Old CPU\nflags : fpu sse2\n") == f"Old CPU ({cores} cores)"
+
+
+def test_cpuinfo_fields_and_the_isa_tag_that_names_kernel_builds(monkeypatch):
+    from backends import native
+
+    text = "processor : 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f\n"
+    assert native.cpuinfo_field("model name", text) == "AMD EPYC"
+    assert native.cpuinfo_field("flags", text) == "fpu avx2 avx512f"
+    assert native.cpuinfo_field("microcode", text) is None and native.cpuinfo_field("flags", "") is None
+    # The tag follows the flags: two CPUs with different instruction sets get different builds.
+    tags = set()
+    for flags in ("fpu avx2", "fpu avx2 avx512f"):
+        monkeypatch.setattr(native, "cpuinfo_field", lambda name, cpuinfo=None, flags=flags: flags)
+        tags.add(native.isa_tag())
+    assert len(tags) == 2 and all(len(tag) == 8 for tag in tags)
