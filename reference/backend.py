@@ -15,7 +15,7 @@ import torch
 from backends import spec
 from backends.base import Backend, Trainer
 from backends.spec import TromptConfig
-from backends.torch.device import profile_ops
+from backends.torch.device import OP_TIME_BASIS, profile_ops
 from reference.model import Trompt, mse_over_cycles
 
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -69,15 +69,11 @@ class ReferenceTrainer(Trainer):
     def losses(self) -> list[float]:
         return list(self._losses)
 
-    op_time_basis = "self time on the calling thread; device time on a GPU"
+    op_time_basis = OP_TIME_BASIS
 
     def op_times(self, batches: Sequence[np.ndarray]) -> list[tuple[str, float, int]]:
         """torch.profiler's self time per op, as the torch backend's."""
-        def steps() -> None:
-            self.run(batches)
-            self.sync()
-
-        return profile_ops(steps, self.backend.device)
+        return profile_ops(self, batches, self.backend.device)
 
     def _predict(self, x: np.ndarray) -> np.ndarray:
         with torch.no_grad():

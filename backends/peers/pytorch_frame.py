@@ -33,7 +33,7 @@ from torch_frame.nn.models import Trompt
 from backends import spec
 from backends.base import check_rows, cpu_name
 from backends.spec import TromptConfig
-from backends.torch.device import default_threads, profile_ops
+from backends.torch.device import OP_TIME_BASIS, default_threads, profile_ops
 
 # What the result JSON says instead of an equivalence verdict (docs/SPEC.md §12 has the details).
 DIFFERENCES = ("not the same model: pytorch-frame's Trompt chains the prompts from layer to layer, "
@@ -202,15 +202,11 @@ class PytorchFrameTrainer:
     def timed_steps_multiple(self) -> int:
         return 1
 
-    op_time_basis = "self time on the calling thread"
+    op_time_basis = OP_TIME_BASIS
 
     def op_times(self, batches: Sequence[np.ndarray]) -> list[tuple[str, float, int]]:
         """torch.profiler's self time per op, as the torch backend's."""
-        def steps() -> None:
-            self.run(list(batches))
-            self.sync()
-
-        return profile_ops(steps, "cpu")
+        return profile_ops(self, batches, "cpu")
 
     def agree_max(self, value: float) -> float:
         return value  # one process

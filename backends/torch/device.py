@@ -6,7 +6,7 @@ per-op times."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -101,15 +101,22 @@ def legacy_mark_step() -> None:
     xm.mark_step()
 
 
-def profile_ops(run: Callable[[], None], device_type: str) -> list[tuple[str, float, int]]:
-    """Run `run` under torch.profiler; per op (name, self seconds, calls), most expensive first.
-    Self time excludes the ops an op calls. On the CPU it is the calling thread's wall time (torch's
-    intra-op threads work inside it); on a GPU the device time of the op's kernels."""
+# What profile_ops's seconds are (a trainer's `op_time_basis`).
+OP_TIME_BASIS = "self time on the calling thread; device time on a GPU"
+
+
+def profile_ops(trainer: Any, batches: Sequence[np.ndarray], device_type: str
+                ) -> list[tuple[str, float, int]]:
+    """Train `trainer` (anything with `run` and `sync`) on `batches` under torch.profiler; per op
+    (name, self seconds, calls), most expensive first. Self time excludes the ops an op calls. On
+    the CPU it is the calling thread's wall time (torch's intra-op threads work inside it); on a
+    GPU the device time of the op's kernels."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device_type == "cuda" else [])
     with profile(activities=activities) as prof:
-        run()
+        trainer.run(list(batches))
+        trainer.sync()
     attr = "self_device_time_total" if device_type == "cuda" else "self_cpu_time_total"
     ops = [(e.key, getattr(e, attr) / 1e6, e.count) for e in prof.key_averages()]
     return sorted((op for op in ops if op[1] > 0), key=lambda op: -op[1])

@@ -25,6 +25,7 @@ from backends.torch import model, parallel
 from backends.torch.device import (
     COMPILE_TIMEOUT_S,
     MATMUL_PRECISIONS,
+    OP_TIME_BASIS,
     TIMEOUT_S,
     collective_timeout_s,
     default_threads,
@@ -193,7 +194,7 @@ class TorchTrainer(Trainer):
             self.optimizer.step()
         self._record(loss)
 
-    op_time_basis = "self time on the calling thread; device time on a GPU"
+    op_time_basis = OP_TIME_BASIS
 
     def op_times(self, batches: Sequence[np.ndarray]) -> list[tuple[str, float, int]] | None:
         """torch.profiler's self time per op (device.profile_ops). A compiled CPU step would show
@@ -209,12 +210,7 @@ class TorchTrainer(Trainer):
             with inductor_config.patch({"cpp.enable_kernel_profile": True}):
                 self.run(batches[:1])
                 self.sync()
-
-        def steps() -> None:
-            self.run(batches)
-            self.sync()
-
-        return profile_ops(steps, self.device.type)
+        return profile_ops(self, batches, self.device.type)
 
     def min_warmup_steps(self) -> int:
         """With cuda_graphs: the eager warm-up steps, the last of which ends with the capture, and
