@@ -14,6 +14,8 @@ import platform
 from pathlib import Path
 
 FUSED_BLOCK_HEADER = Path(__file__).with_name("fused_block.h")
+FUSED_MASK_HEADER = Path(__file__).with_name("fused_mask.h")
+KERNEL_HEADERS = (FUSED_BLOCK_HEADER, FUSED_MASK_HEADER)  # what a binding may include
 
 
 class KernelBuildError(RuntimeError):

@@ -1,5 +1,6 @@
-"""r5's embedding block as fused CPU kernels (C++, fused_block.cpp): H = relu(x W + Bias) is never
-stored.
+"""r5's embedding block and its importance mask as fused CPU kernels (C++, fused_block.cpp): H =
+relu(x W + Bias) is never stored, and the mask and the head's prompt pooling run as one pass per
+cell around three register-blocked products (The mask, below).
 
 torch r5 (model.forward_r5) builds H, an (N, B, C, D) tensor (24 MB in float32 at full size), and
 then reads it back once per reduction: the mean, the mean of squares, H·u, αᵀH, and as many again
@@ -60,6 +61,34 @@ The r5-fused variant therefore keeps these two parameters channels-major, (N, D,
 AdamW is element-wise, so the update does not depend on the layout; the canonical (C, D) arrays
 are restored whenever parameters, gradients or checkpoints leave the trainer (model.unstack).
 
+The mask. What is left of r5 once H is fused away is the importance mask and the head's pooling
+over prompts (F2, F5; model.importance_mask and model._reassociated_pooling), per cell:
+
+    M = softmax_c(Q Kᵀ)  (P, C)      L = t Mᵀ  (B, P)      π = softmax_p(s ∘ L + shift)
+    α = (π ∘ s) M  (B, C)            offset = π · e  (B)
+
+with Q, K the mask's queries and keys (model.queries_and_keys, still torch), s = 1 + w and e the
+expansion's weight and bias, shift = e Σv + v0. torch.compile runs this as a dozen kernels over
+(N, P, C) tensors (3 MB each at full size): the logits' product, the softmax, the two small
+products with M and, in the backward, the gradient of M from both of them, the softmax's backward
+and two more large products, each a separate pass with its own output. MaskPool does it in
+fused_mask.h's passes, each over one cell's mask while it is in cache: Q Kᵀ in register tiles with
+the softmax and L on the finished rows; the prompt softmax; α. Backward, with the derivatives of
+the two softmaxes (dz = y ∘ (dy − y·dy) for y = softmax(z)):
+
+    dA = dα Mᵀ,  dπ = dA ∘ s + d offset e,  dg = π ∘ (dπ − π·dπ),  dL = dg ∘ s
+    ds = Σ_b (dg ∘ L + dA ∘ π),  d shift = Σ_b dg,  de = Σ_b d offset π,  dt = dL M
+    dM = dLᵀ t + (π ∘ s)ᵀ dα  (a product with 2B terms),  dS = M ∘ (dM − rowsum(dM ∘ M))
+    dQ = dS K,  dK = dSᵀ Q
+
+dM is never stored apart from dS (it is written in place of it, row by row). The three products
+with P·C·D terms (Q Kᵀ, dS K, dSᵀ Q: 0.58 GFLOP a step at full size) run through one register
+tile of 8 rows × 32 columns (16 AVX-512 accumulators), which reaches about the rate of oneDNN's
+large GEMMs on the machine the REPORT names, where MKL's kernels, which torch's bmm calls, run
+their AVX2 code path. The softmax's exp is a polynomial in AVX-512 for float32 (within 2 ulp of
+expf), std::exp otherwise. Sums follow loop order; the long ones (over C) run in vector lanes
+added in float64 at the end, as in the block's kernels.
+
 Building. The extension is compiled at first use with the machine's C++ compiler (g++ with
 -O3 -march=native; tens of seconds) by torch.utils.cpp_extension, which caches it under
 TORCH_EXTENSIONS_DIR (default ~/.cache/torch_extensions) and rebuilds it when the source changes.
@@ -109,7 +138,7 @@ def kernels() -> ModuleType:
         # torch rebuilds when the source changes but does not look at included headers, so the
         # header's hash is part of the module's name.
         return cpp_extension.load(
-            name=f"trompt_fused_block_{native.isa_tag()}_{native.source_tag(native.FUSED_BLOCK_HEADER)}",
+            name=f"trompt_fused_block_{native.isa_tag()}_{native.source_tag(*native.KERNEL_HEADERS)}",
             sources=[str(SOURCE)], extra_include_paths=[str(native.FUSED_BLOCK_HEADER.parent)],
             extra_cflags=["-O3", "-march=native", "-std=c++20", "-fopenmp"], extra_ldflags=["-fopenmp"])
     except (RuntimeError, OSError, ImportError) as e:
@@ -238,6 +267,70 @@ class EmbedPool(torch.autograd.Function):
         g_mean = -q * g_z.sum(-1, keepdim=True)  # ẑ holds −μ_c q_c in every channel
         # x, W and Bias: their share goes through handoff to EmbedStats's backward.
         return None, None, None, g_mean, g_q, torch.cat([q, g_z], dim=-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The mask and the prompt pooling (backends/fused_mask.h), one autograd Function.
+
+
+# custom_op's schema needs every tuple's length spelled out
+Tensors5 = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+Tensors6 = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+@torch.library.custom_op("trompt_fused::mask_forward", mutates_args=())
+def mask_forward(query: torch.Tensor, key: torch.Tensor, t: torch.Tensor, scale: torch.Tensor,
+                 shift: torch.Tensor, expand_bias: torch.Tensor) -> Tensors5:
+    """(α (N, B, C), offset (N, B, 1)) and, for the backward, M (N, P, C), L and π (N, B, P)."""
+    alpha, offset, mask, logits, weights = kernels().mask_forward(query, key, t, scale, shift, expand_bias)
+    return alpha, offset, mask, logits, weights
+
+
+@mask_forward.register_fake
+def _(query: torch.Tensor, key: torch.Tensor, t: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
+      expand_bias: torch.Tensor) -> Tensors5:
+    (N, P, _), C, B = query.shape, key.shape[1], t.shape[1]
+    shapes = ((N, B, C), (N, B, 1), (N, P, C), (N, B, P), (N, B, P))
+    return tuple(query.new_empty(shape) for shape in shapes)
+
+
+@torch.library.custom_op("trompt_fused::mask_backward", mutates_args=())
+def mask_backward(query: torch.Tensor, key: torch.Tensor, t: torch.Tensor, scale: torch.Tensor,
+                  expand_bias: torch.Tensor, mask: torch.Tensor, logits: torch.Tensor, weights: torch.Tensor,
+                  g_alpha: torch.Tensor, g_offset: torch.Tensor) -> Tensors6:
+    """The gradients of query, key, t, scale, shift and expand_bias."""
+    return tuple(kernels().mask_backward(query, key, t, scale, expand_bias, mask, logits, weights, g_alpha,
+                                         g_offset))
+
+
+@mask_backward.register_fake
+def _(query: torch.Tensor, key: torch.Tensor, t: torch.Tensor, scale: torch.Tensor, expand_bias: torch.Tensor,
+      mask: torch.Tensor, logits: torch.Tensor, weights: torch.Tensor, g_alpha: torch.Tensor,
+      g_offset: torch.Tensor) -> Tensors6:
+    return tuple(torch.empty_like(a) for a in (query, key, t, scale, scale, expand_bias))
+
+
+class MaskPool(torch.autograd.Function):
+    """(Q (N, P, D), K (N, C, D), t (N, B, C), s, shift, e (N, P)) -> (α (N, B, C), π·e (N, B, 1)).
+    Saves M, L and π (the mask is needed by every product of the backward)."""
+
+    @staticmethod
+    def forward(ctx, query: torch.Tensor, key: torch.Tensor, t: torch.Tensor, scale: torch.Tensor,
+                shift: torch.Tensor, expand_bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        alpha, offset, mask, logits, weights = mask_forward(query, key, t, scale, shift, expand_bias)
+        ctx.save_for_backward(query, key, t, scale, expand_bias, mask, logits, weights)
+        return alpha, offset
+
+    @staticmethod
+    def backward(ctx, g_alpha: torch.Tensor, g_offset: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return mask_backward(*ctx.saved_tensors, g_alpha.contiguous(), g_offset.contiguous())
+
+
+def mask_pool(query: torch.Tensor, key: torch.Tensor, t: torch.Tensor, scale: torch.Tensor,
+              shift: torch.Tensor, expand_bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """α = (π ∘ s) M and π·e, with M = softmax_c(Q Kᵀ) and π = softmax_p(s ∘ (t Mᵀ) + shift): the
+    importance mask and r5's prompt pooling (model._reassociated_pooling) in fused kernels."""
+    return MaskPool.apply(query, key, t, scale, shift, expand_bias)
 
 
 def embed_stats(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, u: torch.Tensor

@@ -11,7 +11,8 @@ The ladder of rewrites, each a function `(params, x) -> (B, N)` predictions:
     r5  r4 with the embedding LayerNorm's affine folded into the head (F6): E is never built,
         only H = relu(x * W + Bias) and its per-(b, c) mean and inverse std
     r5-fused  r5 whose passes over H run in fused C++ kernels (fused.py) that recompute H
-        instead of storing it (CPU only); W and Bias are stored (N, D, C) for them (TRANSPOSED)
+        instead of storing it, and whose mask and prompt pooling run in fused kernels too (CPU
+        only); W and Bias are stored (N, D, C) for them (TRANSPOSED)
 
 Parameters live "stacked": the six cells' copies of a canonical tensor `tcells.{n}.NAME` form one
 tensor `NAME` of shape (N, ...), so a batched op serves all cells. `stack_params`/`unstack`
@@ -98,6 +99,12 @@ def layer_norm(t: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> tor
 def importance_mask(p: Params) -> torch.Tensor:
     """M (N, P, C): softmax over columns of Q Kᵀ. It depends on parameters only (F2), so it is
     computed once per step instead of once per sample as the reference does."""
+    query, key = queries_and_keys(p)
+    return torch.softmax(query @ key.transpose(1, 2), dim=-1)  # (N, P, C)
+
+
+def queries_and_keys(p: Params) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mask's Q (N, P, D) and K (N, C, D): M = softmax(Q Kᵀ) over the columns."""
     emb_prompt = p["emb_prompt"]  # (N, P, D)
     D = emb_prompt.shape[-1]
     w_ln, w_prompt = p["dense_imp.weight"][:, :, :D], p["dense_imp.weight"][:, :, D:]  # (N, D, D) each
@@ -108,7 +115,7 @@ def importance_mask(p: Params) -> torch.Tensor:
     # ln_col.bias adds the constant Q·β to every logit of a row, which softmax ignores (F7): its
     # true gradient is exactly zero, so it takes none (AdamW then only decays it, as it should).
     key = layer_norm(p["emb_column"], p["ln_col.weight"], p["ln_col.bias"].detach())  # (N, C, D)
-    return torch.softmax(query @ key.transpose(1, 2), dim=-1)  # (N, P, C)
+    return query, key
 
 
 def head_mlp(z: torch.Tensor, p: Params) -> torch.Tensor:
@@ -227,20 +234,25 @@ def forward_r5(p: Params, x: torch.Tensor) -> torch.Tensor:
 def forward_r5_fused(p: Params, x: torch.Tensor) -> torch.Tensor:
     """r5 with everything it does with H in fused CPU kernels (fused.py): H is recomputed from
     x inside each pass instead of being stored, and the variance is two-pass. The kernels return
-    μ, r, t_raw = (H − μ)·u and ẑ = Σ_c q_c (H_c − μ_c); the mask, the head and the algebra of
-    F5/F6 between them stay here, so torch.compile still compiles them."""
+    μ, r, t_raw = (H − μ)·u and ẑ = Σ_c q_c (H_c − μ_c). The mask and the head's prompt pooling
+    (importance_mask, _reassociated_pooling) run in fused kernels as well (fused.mask_pool); the
+    mask's Q and K, the head's MLP and the algebra of F5/F6 stay here for torch.compile."""
     if x.device.type != "cpu":
         raise ValueError(f"variant r5-fused runs on the CPU only (C++ CPU kernels), not on {x.device.type}")
     from backends.torch import fused  # the kernels' ops are registered only when this variant runs
 
-    mask = importance_mask(p)  # (N, P, C)
     w, bias = p["feature_emb_weight"], p["feature_emb_bias"]  # (N, D, C): TRANSPOSED
     gamma, beta = p["ln_emb.weight"], p["ln_emb.bias"]  # (N, D)
     v = p["tdown.dense0.weight"][0]  # (D,)
     x = x.to(w.dtype)  # under autocast the block stays in the parameters' dtype
     mean, rstd, t_raw, handoff = fused.embed_stats(x, w, bias, gamma * v)  # (N, B, C) each
     t = rstd * t_raw + (beta @ v)[:, None, None]  # (N, B, C)
-    alpha, offset = _reassociated_pooling(t, mask, p)
+    # The mask and _reassociated_pooling in one fused Function: the same terms, F7's detach included.
+    query, key = queries_and_keys(p)
+    scale, expand_bias = 1 + p["dense_expand.weight"].squeeze(-1), p["dense_expand.bias"]  # (N, P)
+    shift = expand_bias * v.sum() + p["tdown.dense0.bias"].detach()  # (N, P)
+    alpha, offset = fused.mask_pool(query.to(w.dtype), key.to(w.dtype), t.to(w.dtype), scale.to(w.dtype),
+                                    shift.to(w.dtype), expand_bias.to(w.dtype))
     centred = fused.embed_pool(x, w, bias, mean, (alpha * rstd).to(w.dtype), handoff)  # (N, B, D)
     z = gamma.unsqueeze(1) * centred + beta.unsqueeze(1) * alpha.sum(-1, keepdim=True) + offset
     return head_mlp(z, p).T  # (B, N)

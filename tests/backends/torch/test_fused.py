@@ -65,6 +65,44 @@ def test_gradcheck_of_the_block(N, B, C, D):
     assert torch.autograd.gradcheck(lambda *a: fused.embed_stats(*a)[:3], (t["x"], t["w"], t["bias"], t["u"]))
 
 
+def mask_inputs(N: int, B: int, P: int, C: int, D: int, dtype: torch.dtype = torch.float64
+                ) -> tuple[torch.Tensor, ...]:
+    """Q, K, t, s, shift, e for fused.mask_pool: logits of order one, as at initialisation."""
+    rng = np.random.default_rng(2)
+    arrays = (rng.normal(size=(N, P, D)) / np.sqrt(D), rng.normal(size=(N, C, D)), rng.normal(size=(N, B, C)),
+              1 + 0.1 * rng.normal(size=(N, P)), rng.normal(size=(N, P)), rng.normal(size=(N, P)))
+    return tuple(torch.tensor(a, dtype=dtype, requires_grad=True) for a in arrays)
+
+
+def mask_pool_in_torch(query, key, t, scale, shift, expand_bias):
+    """The same function from torch's own ops, written out from the definitions in fused.py."""
+    mask = torch.softmax(query @ key.transpose(1, 2), dim=-1)  # (N, P, C)
+    weights = torch.softmax(scale.unsqueeze(1) * (t @ mask.transpose(1, 2)) + shift.unsqueeze(1), dim=-1)
+    alpha = (weights * scale.unsqueeze(1)) @ mask
+    return alpha, (weights * expand_bias.unsqueeze(1)).sum(-1, keepdim=True)
+
+
+# Shapes around the kernels' blocks: 8-row tiles (B and P one past), 32-column panels (C and D one
+# past), a single row and column, and the model's full size.
+MASK_SHAPES = [(2, 9, 9, 33, 33), (1, 1, 1, 1, 1), (3, 8, 16, 64, 32), (1, 3, 17, 70, 131)]
+
+
+@pytest.mark.parametrize("N, B, P, C, D", MASK_SHAPES[:2])
+def test_gradcheck_of_the_mask(N, B, P, C, D):
+    assert torch.autograd.gradcheck(fused.mask_pool, mask_inputs(N, B, P, C, D))
+
+
+@pytest.mark.parametrize("N, B, P, C, D", MASK_SHAPES + [(6, 8, 128, 984, 128)])
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-13), (torch.float32, 1e-5)])
+def test_the_mask_matches_torch(N, B, P, C, D, dtype, tol):
+    inputs = mask_inputs(N, B, P, C, D, dtype)
+    outputs = fused.mask_pool(*inputs), mask_pool_in_torch(*inputs)
+    g_outputs = [torch.randn_like(out, dtype=torch.float64).to(dtype) for out in outputs[0]]
+    grads = [torch.autograd.grad(outs, inputs, g_outputs) for outs in outputs]
+    for ours, ref in zip(outputs[0] + grads[0], outputs[1] + grads[1]):
+        assert torch.linalg.norm(ours - ref) <= tol * torch.linalg.norm(ref)
+
+
 def data_for(cfg: spec.TromptConfig, rows: int) -> tuple[dict, np.ndarray, np.ndarray]:
     if cfg == CFG:
         return problem(rows=rows)
@@ -167,7 +205,7 @@ def test_a_checkpoint_of_the_transposed_layout_continues_bit_identically():
 
 @pytest.mark.parametrize("compiled", [False, True])
 def test_the_op_profile_counts_each_kernel_once_per_step(compiled):
-    # op_times (torch.profiler) sees the four custom ops once per step; compiled, the loss is
+    # op_times (torch.profiler) sees the six custom ops once per step; compiled, the loss is
     # recompiled with inductor's per-kernel profiling, so its generated CPU kernels appear by name.
     params, x, y = problem(rows=16)
     batches = [np.arange(8), np.arange(8, 16), np.arange(4, 12)]  # one shape: no recompile inside
@@ -175,7 +213,8 @@ def test_the_op_profile_counts_each_kernel_once_per_step(compiled):
     trainer.run(batches[:1])
     ops = trainer.op_times(batches)
     calls = {name: n for name, _, n in ops}
-    for op in ("stats_forward", "pool_forward", "pool_grad_q", "block_backward"):
+    for op in ("stats_forward", "pool_forward", "pool_grad_q", "block_backward", "mask_forward",
+               "mask_backward"):
         assert calls[f"trompt_fused::{op}"] == len(batches)
     assert [t for _, t, _ in ops] == sorted((t for _, t, _ in ops), reverse=True) and ops[-1][1] > 0
     assert any("cpp_fused" in name for name in calls) == compiled
