@@ -30,6 +30,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #if defined(__AVX512F__)
@@ -382,6 +383,53 @@ void logits_grad_rows_task(const T* M, const T* left, const T* right, const T* K
 template <typename T>
 void keys_grad_task(const T* g_S, const T* Q, T* g_K, const MaskShape& s, int64_t n, int64_t c0, int64_t c1) {
   product_rows(g_S + n * s.P * s.C, 1, s.C, Q + n * s.P * s.D, s.D, s.P, s.D, g_K + n * s.C * s.D, s.D, c0, c1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The whole forward and backward, phase after phase. `over(cells, groups, task)` is the binding's
+// thread pool: it runs task(n, g) for every cell n < cells and group g < groups, in any order and
+// on any thread, and returns when all are done. Scratch space is allocated here; what the backward
+// needs from the forward (M, L, π) is the caller's.
+
+template <typename T, typename Over>
+void mask_forward(const T* Q, const T* K, const T* t, const T* scale, const T* shift, const T* ebias, T* alpha,
+                  T* offset, T* M, T* L, T* pi, const MaskShape& s, Over&& over) {
+  const int64_t panels = blocks(s.C, NR), row_blocks = blocks(s.P, TR);
+  std::vector<T> kt(s.N * panels * s.D * NR), A(s.N * s.B * s.P);
+  over(s.N, panels, [&](int64_t n, int64_t j) { pack_keys_task(K, kt.data(), s, n, j); });
+  over(s.N, row_blocks, [&](int64_t n, int64_t g) {
+    mask_rows_task(Q, kt.data(), t, M, L, s, n, g * TR, std::min(s.P, (g + 1) * TR));
+  });
+  over(s.N, 1, [&](int64_t n, int64_t) { prompt_weights_task(L, scale, shift, ebias, pi, A.data(), offset, s, n); });
+  over(s.N, panels, [&](int64_t n, int64_t j) { mix_columns_task(A.data(), M, alpha, s, n, j); });
+}
+
+template <typename T, typename Over>
+void mask_backward(const T* Q, const T* K, const T* t, const T* scale, const T* ebias, const T* M, const T* L,
+                   const T* pi, const T* g_alpha, const T* g_offset, T* g_Q, T* g_K, T* g_t, T* g_scale,
+                   T* g_shift, T* g_ebias, const MaskShape& s, Over&& over) {
+  const int64_t panels = blocks(s.C, NR), row_blocks = blocks(s.P, TR), key_blocks = blocks(s.C, 4 * TR);
+  const int64_t BP = s.B * s.P, BC = s.B * s.C;
+  std::vector<T> g_A(s.N * BP), g_L(s.N * BP), left(2 * s.N * BP), right(2 * s.N * BC), g_S(s.N * s.P * s.C);
+  over(s.N, row_blocks, [&](int64_t n, int64_t g) {
+    weights_grad_task(g_alpha, M, g_A.data(), s, n, g * TR, std::min(s.P, (g + 1) * TR));
+  });
+  over(s.N, 1, [&](int64_t n, int64_t) {
+    prompt_weights_grad_task(L, pi, scale, ebias, g_A.data(), g_offset, g_L.data(), g_scale, g_shift, g_ebias, s, n);
+    // dM's two factors, stacked per cell: [dL; A] (2B, P) with A = π ∘ s, and [t; dα] (2B, C)
+    std::copy_n(g_L.data() + n * BP, BP, left.data() + 2 * n * BP);
+    for (int64_t i = 0; i < BP; ++i) left[(2 * n + 1) * BP + i] = pi[n * BP + i] * scale[n * s.P + i % s.P];
+    std::copy_n(t + n * BC, BC, right.data() + 2 * n * BC);
+    std::copy_n(g_alpha + n * BC, BC, right.data() + (2 * n + 1) * BC);
+  });
+  over(s.N, panels, [&](int64_t n, int64_t j) { mix_columns_task(g_L.data(), M, g_t, s, n, j); });
+  over(s.N, row_blocks, [&](int64_t n, int64_t g) {
+    logits_grad_rows_task(M, left.data(), right.data(), K, g_S.data(), g_Q, s, n, g * TR,
+                          std::min(s.P, (g + 1) * TR));
+  });
+  over(s.N, key_blocks, [&](int64_t n, int64_t g) {
+    keys_grad_task(g_S.data(), Q, g_K, s, n, g * 4 * TR, std::min(s.C, (g + 1) * 4 * TR));
+  });
 }
 
 }  // namespace fused_mask

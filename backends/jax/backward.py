@@ -30,9 +30,11 @@ class R5Inputs(NamedTuple):
     beta: jax.Array  # (D,) ln_emb bias
     s: jax.Array  # (P,) expansion scale 1 + dense_expand weight (the residual folded in)
     e: jax.Array  # (P,) expansion shift, the dense_expand bias
-    mask: jax.Array  # (P, C) importance mask
+    mask: jax.Array | None  # (P, C) importance mask (None for r5-fused, which takes Q and K)
     v: jax.Array  # (D,) the head's dense0 weight
     v0: jax.Array  # () the head's dense0 bias
+    query: jax.Array | None = None  # (P, D) r5-fused: the mask M = softmax(Q Kᵀ) is the kernels'
+    key: jax.Array | None = None  # (C, D)
 
 
 class R5Residuals(NamedTuple):
@@ -50,6 +52,7 @@ class R5Residuals(NamedTuple):
     q: jax.Array  # (B, C) alpha * rstd
     zc: jax.Array  # (B, D) sum over c of q * centred
     a_sum: jax.Array  # (B,) sum over c of alpha
+    mask: jax.Array | None = None  # (P, C) r5-fused: the mask its kernels computed
 
 
 def r5_backward(res: R5Residuals, g_z: jax.Array, fused: bool = False) -> tuple[R5Inputs]:
@@ -60,8 +63,6 @@ def r5_backward(res: R5Residuals, g_z: jax.Array, fused: bool = False) -> tuple[
     g_gamma = (g_z * res.zc).sum(0)
     g_beta = g_z.T @ res.a_sum
     g_zsum = g_z.sum(-1)  # (B,)
-    g_weights = g_zsum[:, None] * inp.e  # (B, P)
-    g_e = res.weights.T @ g_zsum
     g_zc = g_z * inp.gamma  # (B, D)
     # zc = sum_c q_c centred_c, q = alpha * rstd; centred recomputed from x (one pass over B*C*D)
     if fused:
@@ -72,19 +73,27 @@ def r5_backward(res: R5Residuals, g_z: jax.Array, fused: bool = False) -> tuple[
         g_q = jnp.einsum("bcd,bd->bc", centred, g_zc)
     g_alpha = (g_z @ inp.beta)[:, None] + g_q * res.rstd  # (B, C)
     g_rstd = g_q * res.alpha
-    # alpha = (weights * s) @ mask
-    g_ws = g_alpha @ inp.mask.T  # (B, P)
-    g_mask = (res.weights * inp.s).T @ g_alpha
-    g_weights = g_weights + g_ws * inp.s
-    g_s = (g_ws * res.weights).sum(0)
-    # softmax over prompts
-    g_logits = res.weights * (g_weights - (res.weights * g_weights).sum(-1, keepdims=True))
-    # logits = s * (t @ mask.T) + e * sum(v) + v0
-    g_s = g_s + (g_logits * res.m_t).sum(0)
-    g_mt = g_logits * inp.s
-    g_t = g_mt @ inp.mask  # (B, C)
-    g_mask = g_mask + g_mt.T @ res.t
-    g_lsum = g_logits.sum(0)  # (P,)
+    if fused:  # the mask and the prompt pooling: one kernel (g_lsum is the cotangent of the shift)
+        g_query, g_key, g_t, g_s, g_lsum, g_e = fused_kernels.mask_backward(
+            inp.query, inp.key, res.t, inp.s, inp.e, res.mask, res.m_t, res.weights, g_alpha, g_zsum[:, None])
+        g_mask = None
+    else:
+        g_query = g_key = None
+        g_weights = g_zsum[:, None] * inp.e  # (B, P): z holds weights . e
+        g_e = res.weights.T @ g_zsum
+        # alpha = (weights * s) @ mask
+        g_ws = g_alpha @ inp.mask.T  # (B, P)
+        g_mask = (res.weights * inp.s).T @ g_alpha
+        g_weights = g_weights + g_ws * inp.s
+        g_s = (g_ws * res.weights).sum(0)
+        # softmax over prompts
+        g_logits = res.weights * (g_weights - (res.weights * g_weights).sum(-1, keepdims=True))
+        # logits = s * (t @ mask.T) + e * sum(v) + v0
+        g_s = g_s + (g_logits * res.m_t).sum(0)
+        g_mt = g_logits * inp.s
+        g_t = g_mt @ inp.mask  # (B, C)
+        g_mask = g_mask + g_mt.T @ res.t
+        g_lsum = g_logits.sum(0)  # (P,)
     g_e = g_e + g_lsum * inp.v.sum()
     g_v0 = g_lsum.sum()  # zero up to rounding: v0 only shifts every logit (a dead parameter)
     # t = rstd * (centred @ u) + beta @ v, u = gamma * v
@@ -103,7 +112,7 @@ def r5_backward(res: R5Residuals, g_z: jax.Array, fused: bool = False) -> tuple[
     if not fused:
         g_w, g_b = _block_grads(inp, res, centred, pre, g_zc, g_rstd, g_traw)
     return (R5Inputs(x=None, w=g_w, b=g_b, gamma=g_gamma, beta=g_beta, s=g_s, e=g_e, mask=g_mask,
-                     v=g_v, v0=g_v0),)
+                     v=g_v, v0=g_v0, query=g_query, key=g_key),)
 
 
 def _block_grads(inp: R5Inputs, res: R5Residuals, centred: jax.Array, pre: jax.Array, g_zc: jax.Array,

@@ -1,11 +1,12 @@
-"""r5's embedding block through the fused C++ kernels of the torch backend, called from XLA.
+"""r5's embedding block and mask through the fused C++ kernels of the torch backend, called from XLA.
 
 The kernels (backends/fused_block.h; maths and notation in backends/torch/fused.py) recompute
 H = relu(x W + Bias) inside every pass instead of storing it. Here they are bound to XLA through
 its FFI (fused_block_ffi.cpp): four custom calls that `model.r5_forward` and `backward.r5_backward`
 use in place of the passes over H that XLA would otherwise generate, when the variant is
-r5-fused. Everything else in the step (the masks, the head, the (B, C)-sized algebra between the
-passes, AdamW) stays XLA's.
+r5-fused, and two more for the importance mask with the head's prompt pooling (fused_mask.h, the
+same kernels as torch's MaskPool). Everything else in the step (the mask's queries and keys, the
+head's MLP, the (B, C)-sized algebra between the passes, AdamW) stays XLA's.
 
 Why. XLA's CPU compiler runs every (B, C, D) reduction of r5 either through a library call or a
 generic loop that needs H stored: its profile of the r5 step shows H, H − μ (twice) and (H − μ)²
@@ -48,7 +49,8 @@ from backends.spec import LN_EPS
 SOURCE = Path(__file__).with_name("fused_block_ffi.cpp")
 # XLA FFI targets: the name JAX calls -> the handler symbol fused_block_ffi.cpp exports.
 TARGETS = {"trompt_stats_forward": "TromptStatsForward", "trompt_pool_forward": "TromptPoolForward",
-           "trompt_pool_grad_q": "TromptPoolGradQ", "trompt_block_backward": "TromptBlockBackward"}
+           "trompt_pool_grad_q": "TromptPoolGradQ", "trompt_block_backward": "TromptBlockBackward",
+           "trompt_mask_forward": "TromptMaskForward", "trompt_mask_backward": "TromptMaskBackward"}
 FLAGS = ["-O3", "-march=native", "-std=c++20", "-shared", "-fPIC"]
 
 
@@ -57,7 +59,7 @@ def cache_dir() -> Path:
 
 
 def library_path() -> Path:
-    tag = native.source_tag(SOURCE, native.FUSED_BLOCK_HEADER)
+    tag = native.source_tag(SOURCE, *native.KERNEL_HEADERS)
     return cache_dir() / f"fused_block_ffi_{tag}_{native.isa_tag()}_jaxlib{jaxlib.__version__}.so"
 
 
@@ -133,3 +135,25 @@ def block_backward(x: jax.Array, w: jax.Array, b: jax.Array, u: jax.Array, mean:
     call = _call("trompt_block_backward", (D, C), (D, C), (D,), w.dtype)
     g_wt, g_bt, g_u = call(x, w.T, b.T, u, mean, rstd, g_mean, g_rstd, g_traw, q, g_z)
     return g_wt.T, g_bt.T, g_u
+
+
+# ---------------------------------------------------------------------------------------------
+# The mask and the prompt pooling (backends/fused_mask.h, maths in backends/torch/fused.py), for one
+# cell: Q (P, D), K (C, D), t (B, C), s, shift and e (P,).
+
+
+def mask_forward(query: jax.Array, key: jax.Array, t: jax.Array, s: jax.Array, shift: jax.Array, e: jax.Array
+                 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]:
+    """α (B, C) and π·e (B, 1), then what the backward needs: M (P, C), L and π (B, P)."""
+    (P, _), C, B = query.shape, key.shape[0], t.shape[0]
+    call = _call("trompt_mask_forward", (B, C), (B, 1), (P, C), (B, P), (B, P), query.dtype)
+    return call(query, key, t, s, shift, e)
+
+
+def mask_backward(query: jax.Array, key: jax.Array, t: jax.Array, s: jax.Array, e: jax.Array, mask: jax.Array,
+                  logits: jax.Array, weights: jax.Array, g_alpha: jax.Array, g_offset: jax.Array
+                  ) -> tuple[jax.Array, ...]:
+    """The cotangents of Q, K, t, s, shift and e."""
+    shapes = (query.shape, key.shape, t.shape, s.shape, s.shape, e.shape)
+    call = _call("trompt_mask_backward", *shapes, query.dtype)
+    return call(query, key, t, s, e, mask, logits, weights, g_alpha, g_offset)

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "fused_block.h"
+#include "fused_mask.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -141,6 +142,64 @@ ffi::Error block_backward(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer
   });
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// The mask and the prompt pooling (backends/fused_mask.h). Q (N, P, D), K (N, C, D), t (N, B, C),
+// the per-prompt s, shift and e (N, P); a single cell's call may leave out N on all of them.
+
+struct OverPool {
+  ffi::ThreadPool& pool;
+  template <typename Task>
+  void operator()(int64_t cells, int64_t groups, Task&& task) const { over_tasks(pool, cells, groups, task); }
+};
+
+std::optional<fused_mask::MaskShape> mask_shape(const ffi::AnyBuffer& q, const ffi::AnyBuffer& k,
+                                                const ffi::AnyBuffer& t) {
+  auto qd = q.dimensions(), kd = k.dimensions(), td = t.dimensions();
+  const size_t rank = qd.size();
+  if ((rank != 2 && rank != 3) || kd.size() != rank || td.size() != rank) return std::nullopt;
+  const int64_t N = rank == 3 ? qd[0] : 1;
+  if (rank == 3 && (kd[0] != N || td[0] != N)) return std::nullopt;
+  if (kd[rank - 1] != qd[rank - 1] || td[rank - 1] != kd[rank - 2]) return std::nullopt;
+  if (k.element_type() != q.element_type() || t.element_type() != q.element_type()) return std::nullopt;
+  return fused_mask::MaskShape{N, td[rank - 2], qd[rank - 2], kd[rank - 2], qd[rank - 1]};
+}
+
+template <typename Body>
+ffi::Error dispatch_mask(const ffi::AnyBuffer& q, const ffi::AnyBuffer& k, const ffi::AnyBuffer& t, Body&& body) {
+  const auto shape = mask_shape(q, k, t);
+  if (!shape) return ffi::Error::InvalidArgument("fused mask: Q (P, D), K (C, D) and t (B, C) of one dtype expected");
+  if (q.element_type() == ffi::DataType::F32) return body.template operator()<float>(*shape);
+  if (q.element_type() == ffi::DataType::F64) return body.template operator()<double>(*shape);
+  return ffi::Error::InvalidArgument("fused mask: float32 or float64 buffers expected");
+}
+
+ffi::Error mask_forward(ffi::ThreadPool pool, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer t,
+                        ffi::AnyBuffer scale, ffi::AnyBuffer shift, ffi::AnyBuffer ebias,
+                        ffi::Result<ffi::AnyBuffer> alpha, ffi::Result<ffi::AnyBuffer> offset,
+                        ffi::Result<ffi::AnyBuffer> mask, ffi::Result<ffi::AnyBuffer> logits,
+                        ffi::Result<ffi::AnyBuffer> pi) {
+  return dispatch_mask(q, k, t, [&]<typename T>(const fused_mask::MaskShape& s) {
+    fused_mask::mask_forward(in<T>(q), in<T>(k), in<T>(t), in<T>(scale), in<T>(shift), in<T>(ebias), out<T>(alpha),
+                             out<T>(offset), out<T>(mask), out<T>(logits), out<T>(pi), s, OverPool{pool});
+    return ffi::Error::Success();
+  });
+}
+
+ffi::Error mask_backward(ffi::ThreadPool pool, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer t,
+                         ffi::AnyBuffer scale, ffi::AnyBuffer ebias, ffi::AnyBuffer mask, ffi::AnyBuffer logits,
+                         ffi::AnyBuffer pi, ffi::AnyBuffer g_alpha, ffi::AnyBuffer g_offset,
+                         ffi::Result<ffi::AnyBuffer> g_q, ffi::Result<ffi::AnyBuffer> g_k,
+                         ffi::Result<ffi::AnyBuffer> g_t, ffi::Result<ffi::AnyBuffer> g_scale,
+                         ffi::Result<ffi::AnyBuffer> g_shift, ffi::Result<ffi::AnyBuffer> g_ebias) {
+  return dispatch_mask(q, k, t, [&]<typename T>(const fused_mask::MaskShape& s) {
+    fused_mask::mask_backward(in<T>(q), in<T>(k), in<T>(t), in<T>(scale), in<T>(ebias), in<T>(mask), in<T>(logits),
+                              in<T>(pi), in<T>(g_alpha), in<T>(g_offset), out<T>(g_q), out<T>(g_k), out<T>(g_t),
+                              out<T>(g_scale), out<T>(g_shift), out<T>(g_ebias), s, OverPool{pool});
+    return ffi::Error::Success();
+  });
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(TromptStatsForward, stats_forward,
@@ -189,6 +248,41 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(TromptBlockBackward, block_backward,
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(TromptMaskForward, mask_forward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(TromptMaskBackward, mask_backward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>());

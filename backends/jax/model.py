@@ -8,8 +8,9 @@ Same numbers as `reference/model.py`, computed by the exact rewrites of docs/SPE
   nothing bigger than (C, D) exists and the (B, P, C, D) expansion never does; the per-sample
   part has a hand-derived backward (backward.py; see `r5_pool`), about 2x faster than autodiff's;
 * "r5-autodiff": the same forward, differentiated by JAX (kept to show what the hand backward buys);
-* "r5-fused" (CPU): r5 with its passes over H (two in the forward, two in the backward) in the C++
-  kernels the torch backend's r5-fused uses, called through XLA's FFI (fused.py): H is never stored;
+* "r5-fused" (CPU): r5 with its passes over H (two in the forward, two in the backward) and its
+  mask with the head's prompt pooling in the C++ kernels the torch backend's r5-fused uses, called
+  through XLA's FFI (fused.py): H is never stored, M is built from Q and K inside the kernels;
 * "r3": mask once per step, Y = M E per sample and cell, the head on (B, N, P, D). A second,
   simpler code path, kept as a cross-check and as the "standard optimised" variant to time.
 
@@ -76,10 +77,14 @@ class TromptCell(nnx.Module):
 
     def mask(self, prompt: jax.Array) -> jax.Array:
         """Importance mask M (P, C): a function of the parameters only, so once per step (F2)."""
+        query, key = self.queries_and_keys(prompt)
+        return jax.nn.softmax(query @ key.T, axis=-1)  # (P, C)
+
+    def queries_and_keys(self, prompt: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The mask's Q (P, D) and K (C, D): M = softmax(Q Kᵀ) over the columns."""
         fused = jnp.concatenate([self.ln_prompt(self.emb_prompt[...]), prompt], axis=-1)  # (P, 2D)
         query = self.dense_imp(fused) + self.emb_prompt[...]  # (P, D); residual is the raw emb_prompt
-        key = self.ln_col(self.emb_column[...])  # (C, D)
-        return jax.nn.softmax(query @ key.T, axis=-1)  # (P, C)
+        return query, self.ln_col(self.emb_column[...])
 
     def emb_weight_bias(self) -> tuple[jax.Array, jax.Array]:
         """W and Bias (C, D), however stored (a stored (D, C) one is handed over transposed)."""
@@ -104,19 +109,21 @@ class TromptCell(nnx.Module):
         y = jnp.einsum("pc,bcd->bpd", mask, self.embed(x))  # (B, P, D)
         return s[:, None] * y + e[:, None]
 
-    def pooled_r5(self, x: jax.Array, mask: jax.Array, v: jax.Array, v0: jax.Array,
-                  variant: str = "r5") -> jax.Array:
+    def pooled_r5(self, x: jax.Array, mask: jax.Array | None, v: jax.Array, v0: jax.Array,
+                  variant: str = "r5", prompt: jax.Array | None = None) -> jax.Array:
         """The downstream's attention-pooled vector z (B, D) without building O (F5, F6).
 
         v, v0: the head's dense0 weight (D,) and bias (); the head's softmax over prompts uses
         logits O[p] . v + v0, which F5 rewrites through t = E v, a C-vector per sample.
+        r5-fused takes the prompt instead of the mask: its kernels compute M from Q and K.
         """
         s, e = self.expansion_scale_shift()
         pool = POOLS[variant]
+        query, key = self.queries_and_keys(prompt) if variant == "r5-fused" else (None, None)
         w, b = self.emb_weight_bias()  # r5-fused: fused.py transposes them back, which XLA cancels
         return pool(R5Inputs(x=x, w=w, b=b,
                              gamma=self.ln_emb.scale[...], beta=self.ln_emb.bias[...], s=s, e=e,
-                             mask=mask, v=v, v0=v0))
+                             mask=mask, v=v, v0=v0, query=query, key=key))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,19 +143,26 @@ def r5_forward(inp: R5Inputs, fused: bool = False) -> tuple[jax.Array, R5Residua
         rstd = jax.lax.rsqrt((centred * centred).mean(axis=-1) + LN_EPS)  # exact (two-pass) variance
         t_raw = centred @ u  # (B, C)
     t = rstd * t_raw + inp.beta @ inp.v  # t = E v with E = gamma * centred * rstd + beta, E never built
-    m_t = t @ inp.mask.T  # (B, P)
-    logits = inp.s * m_t + inp.e * inp.v.sum() + inp.v0
-    weights = jax.nn.softmax(logits, axis=-1)  # (B, P): the head's pooling weights over prompts
-    alpha = (weights * inp.s) @ inp.mask  # (B, C): column weights of the pooled vector
+    if fused:  # the mask, the softmax over prompts and alpha in one kernel (fused.py)
+        alpha, offset, mask, m_t, weights = fused_kernels.mask_forward(inp.query, inp.key, t, inp.s,
+                                                                       inp.e * inp.v.sum() + inp.v0, inp.e)
+        offset = offset[:, 0]  # weights @ e
+    else:
+        mask = None  # the residuals' inputs hold it
+        m_t = t @ inp.mask.T  # (B, P)
+        logits = inp.s * m_t + inp.e * inp.v.sum() + inp.v0
+        weights = jax.nn.softmax(logits, axis=-1)  # (B, P): the head's pooling weights over prompts
+        alpha = (weights * inp.s) @ inp.mask  # (B, C): column weights of the pooled vector
+        offset = weights @ inp.e
     q = alpha * rstd
     if fused:
         zc = fused_kernels.pool_forward(inp.x, inp.w, inp.b, mean, q)
     else:
         zc = jnp.einsum("bc,bcd->bd", q, centred)  # sum_c alpha_c rstd_c centred_c
     a_sum = alpha.sum(-1)
-    z = inp.gamma * zc + inp.beta * a_sum[:, None] + (weights @ inp.e)[:, None]  # (B, D)
+    z = inp.gamma * zc + inp.beta * a_sum[:, None] + offset[:, None]  # (B, D)
     return z, R5Residuals(inputs=inp, mean=mean, rstd=rstd, u=u, t_raw=t_raw, t=t, m_t=m_t,
-                          weights=weights, alpha=alpha, q=q, zc=zc, a_sum=a_sum)
+                          weights=weights, alpha=alpha, q=q, zc=zc, a_sum=a_sum, mask=mask)
 
 
 def r5_pool_autodiff(inp: R5Inputs) -> jax.Array:
@@ -212,6 +226,11 @@ class Trompt(nnx.Module):
 
     def __call__(self, x: jax.Array, variant: str = "r5") -> jax.Array:
         """x (B, C) -> predictions (B, N)."""
+        if variant == "r5-fused":  # the kernels build the masks from each cell's Q and K
+            v, v0 = self.tdown.dense0.kernel[...][:, 0], self.tdown.dense0.bias[...][0]
+            prompt = self.prompt[...]
+            pooled_r5 = nnx.vmap(lambda cell: cell.pooled_r5(x, None, v, v0, variant, prompt), in_axes=(0,))
+            return self.tdown(pooled_r5(self.tcells)).T
         masks = self.masks()
         if variant in POOLS:
             v, v0 = self.tdown.dense0.kernel[...][:, 0], self.tdown.dense0.bias[...][0]

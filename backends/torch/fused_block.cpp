@@ -39,6 +39,12 @@ void over_tasks(int64_t cells, int64_t groups, Task&& task) {
   });
 }
 
+// over_tasks as the thread pool the mask's phases take (fused_mask.h).
+struct OverTasks {
+  template <typename Task>
+  void operator()(int64_t cells, int64_t groups, Task&& task) const { over_tasks(cells, groups, task); }
+};
+
 std::vector<at::Tensor> stats_forward(at::Tensor x, at::Tensor w, at::Tensor bias, at::Tensor u, double eps) {
   const Shape s = shape_of(x, w);
   x = x.contiguous(), w = w.contiguous(), bias = bias.contiguous(), u = u.contiguous();
@@ -113,22 +119,8 @@ at::Tensor pool_grad_q(at::Tensor x, at::Tensor w, at::Tensor bias, at::Tensor m
 
 // ---------------------------------------------------------------------------------------------
 // The mask and the prompt pooling (backends/fused_mask.h): Q (N, P, D), K (N, C, D), t (N, B, C) and
-// the per-prompt scale, shift and expansion bias (N, P), all in Q's dtype. Each phase is one
-// parallel loop over (cell, block of rows) tasks.
-
-constexpr int64_t ROWS_PER_TASK = fused_mask::TR;  // prompts per task: one tile of the products
-constexpr int64_t KEY_ROWS_PER_TASK = 4 * fused_mask::TR;
-
-template <typename Task>
-void over_blocks(int64_t cells, int64_t rows, int64_t block, Task&& task) {
-  const int64_t per_cell = fused_mask::blocks(rows, block);
-  at::parallel_for(0, cells * per_cell, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t first = (i % per_cell) * block;
-      task(i / per_cell, first, std::min(rows, first + block));
-    }
-  });
-}
+// the per-prompt scale, shift and expansion bias (N, P), all in Q's dtype; the phases run on torch's
+// pool through OverTasks.
 
 fused_mask::MaskShape mask_shape(const at::Tensor& q, const at::Tensor& k, const at::Tensor& t) {
   TORCH_CHECK(q.dim() == 3 && k.dim() == 3 && t.dim() == 3 && k.size(0) == q.size(0) && k.size(2) == q.size(2) &&
@@ -137,75 +129,41 @@ fused_mask::MaskShape mask_shape(const at::Tensor& q, const at::Tensor& k, const
   return {q.size(0), t.size(1), q.size(1), k.size(1), q.size(2)};
 }
 
+// (α (N, B, C), offset (N, B, 1)) and, for the backward, M (N, P, C), L and π (N, B, P).
 std::vector<at::Tensor> mask_forward(at::Tensor q, at::Tensor k, at::Tensor t, at::Tensor scale, at::Tensor shift,
                                      at::Tensor ebias) {
-  using namespace fused_mask;
-  const MaskShape s = mask_shape(q, k, t);
+  const fused_mask::MaskShape s = mask_shape(q, k, t);
   q = q.contiguous(), k = k.contiguous(), t = t.contiguous();
   scale = scale.contiguous(), shift = shift.contiguous(), ebias = ebias.contiguous();
-  auto opts = q.options();
-  auto kt = at::empty({s.N, blocks(s.C, NR), s.D, NR}, opts);
-  auto mask = at::empty({s.N, s.P, s.C}, opts), logits = at::empty({s.N, s.B, s.P}, opts);
-  auto pi = at::empty_like(logits), weights = at::empty_like(logits);
-  auto alpha = at::empty({s.N, s.B, s.C}, opts), offset = at::empty({s.N, s.B, 1}, opts);
+  auto mask = at::empty({s.N, s.P, s.C}, q.options()), logits = at::empty({s.N, s.B, s.P}, q.options());
+  auto pi = at::empty_like(logits), alpha = at::empty({s.N, s.B, s.C}, q.options());
+  auto offset = at::empty({s.N, s.B, 1}, q.options());
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "mask_forward", [&] {
-    auto* M = mask.data_ptr<scalar_t>();
-    auto* L = logits.data_ptr<scalar_t>();
-    auto* A = weights.data_ptr<scalar_t>();
-    over_blocks(s.N, blocks(s.C, NR), 1, [&](int64_t n, int64_t j, int64_t) {
-      pack_keys_task(k.data_ptr<scalar_t>(), kt.data_ptr<scalar_t>(), s, n, j);
-    });
-    over_blocks(s.N, s.P, ROWS_PER_TASK, [&](int64_t n, int64_t p0, int64_t p1) {
-      mask_rows_task(q.data_ptr<scalar_t>(), kt.data_ptr<scalar_t>(), t.data_ptr<scalar_t>(), M, L, s, n, p0, p1);
-    });
-    at::parallel_for(0, s.N, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t n = begin; n < end; ++n)
-        prompt_weights_task(L, scale.data_ptr<scalar_t>(), shift.data_ptr<scalar_t>(), ebias.data_ptr<scalar_t>(),
-                            pi.data_ptr<scalar_t>(), A, offset.data_ptr<scalar_t>(), s, n);
-    });
-    over_blocks(s.N, blocks(s.C, NR), 1, [&](int64_t n, int64_t j, int64_t) {
-      mix_columns_task(A, M, alpha.data_ptr<scalar_t>(), s, n, j);
-    });
+    fused_mask::mask_forward(q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), t.data_ptr<scalar_t>(),
+                             scale.data_ptr<scalar_t>(), shift.data_ptr<scalar_t>(), ebias.data_ptr<scalar_t>(),
+                             alpha.data_ptr<scalar_t>(), offset.data_ptr<scalar_t>(), mask.data_ptr<scalar_t>(),
+                             logits.data_ptr<scalar_t>(), pi.data_ptr<scalar_t>(), s, OverTasks{});
   });
   return {alpha, offset, mask, logits, pi};
 }
 
+// The gradients of Q, K, t, scale, shift and the expansion bias.
 std::vector<at::Tensor> mask_backward(at::Tensor q, at::Tensor k, at::Tensor t, at::Tensor scale, at::Tensor ebias,
                                       at::Tensor mask, at::Tensor logits, at::Tensor pi, at::Tensor g_alpha,
                                       at::Tensor g_offset) {
-  using namespace fused_mask;
-  const MaskShape s = mask_shape(q, k, t);
+  const fused_mask::MaskShape s = mask_shape(q, k, t);
   q = q.contiguous(), k = k.contiguous(), t = t.contiguous(), scale = scale.contiguous();
   ebias = ebias.contiguous(), mask = mask.contiguous(), logits = logits.contiguous(), pi = pi.contiguous();
   g_alpha = g_alpha.contiguous(), g_offset = g_offset.contiguous();
-  auto g_weights = at::empty_like(pi), g_logits = at::empty_like(pi);
+  auto g_q = at::empty_like(q), g_k = at::empty_like(k), g_t = at::empty_like(t);
   auto g_scale = at::empty_like(scale), g_shift = at::empty_like(scale), g_ebias = at::empty_like(scale);
-  auto g_S = at::empty_like(mask), g_q = at::empty_like(q), g_k = at::empty_like(k), g_t = at::empty_like(t);
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "mask_backward", [&] {
-    const auto* M = mask.data_ptr<scalar_t>();
-    over_blocks(s.N, s.P, ROWS_PER_TASK, [&](int64_t n, int64_t p0, int64_t p1) {
-      weights_grad_task(g_alpha.data_ptr<scalar_t>(), M, g_weights.data_ptr<scalar_t>(), s, n, p0, p1);
-    });
-    at::parallel_for(0, s.N, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t n = begin; n < end; ++n)
-        prompt_weights_grad_task(logits.data_ptr<scalar_t>(), pi.data_ptr<scalar_t>(), scale.data_ptr<scalar_t>(),
-                                 ebias.data_ptr<scalar_t>(), g_weights.data_ptr<scalar_t>(),
-                                 g_offset.data_ptr<scalar_t>(), g_logits.data_ptr<scalar_t>(),
-                                 g_scale.data_ptr<scalar_t>(), g_shift.data_ptr<scalar_t>(),
-                                 g_ebias.data_ptr<scalar_t>(), s, n);
-    });
-    over_blocks(s.N, blocks(s.C, NR), 1, [&](int64_t n, int64_t j, int64_t) {
-      mix_columns_task(g_logits.data_ptr<scalar_t>(), M, g_t.data_ptr<scalar_t>(), s, n, j);
-    });
-    // dM's two factors, stacked per cell: [dL; A] (N, 2B, P) with A = π ∘ s, and [t; dα] (N, 2B, C)
-    auto left = at::cat({g_logits, pi * scale.unsqueeze(1)}, 1), right = at::cat({t, g_alpha}, 1);
-    over_blocks(s.N, s.P, ROWS_PER_TASK, [&](int64_t n, int64_t p0, int64_t p1) {
-      logits_grad_rows_task(M, left.data_ptr<scalar_t>(), right.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(),
-                            g_S.data_ptr<scalar_t>(), g_q.data_ptr<scalar_t>(), s, n, p0, p1);
-    });
-    over_blocks(s.N, s.C, KEY_ROWS_PER_TASK, [&](int64_t n, int64_t c0, int64_t c1) {
-      keys_grad_task(g_S.data_ptr<scalar_t>(), q.data_ptr<scalar_t>(), g_k.data_ptr<scalar_t>(), s, n, c0, c1);
-    });
+    fused_mask::mask_backward(
+        q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), t.data_ptr<scalar_t>(), scale.data_ptr<scalar_t>(),
+        ebias.data_ptr<scalar_t>(), mask.data_ptr<scalar_t>(), logits.data_ptr<scalar_t>(), pi.data_ptr<scalar_t>(),
+        g_alpha.data_ptr<scalar_t>(), g_offset.data_ptr<scalar_t>(), g_q.data_ptr<scalar_t>(),
+        g_k.data_ptr<scalar_t>(), g_t.data_ptr<scalar_t>(), g_scale.data_ptr<scalar_t>(),
+        g_shift.data_ptr<scalar_t>(), g_ebias.data_ptr<scalar_t>(), s, OverTasks{});
   });
   return {g_q, g_k, g_t, g_scale, g_shift, g_ebias};
 }

@@ -25,6 +25,8 @@ from tests.contract.round_trip import assert_continues_bit_identically  # noqa: 
 LANES = 32  # columns per task in backends/fused_block.h
 WIDE = spec.TromptConfig(n_columns=2 * LANES + 5, n_prompts=5, d_model=10, n_cycles=2)
 DEEP = spec.TromptConfig(n_columns=LANES + 7, n_prompts=3, d_model=131, n_cycles=1)
+# Past the mask kernels' 8-row tiles (prompts and batch) and 32-column panels (columns and channels).
+PROMPTS = spec.TromptConfig(n_columns=LANES + 1, n_prompts=17, d_model=33, n_cycles=2)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -41,7 +43,7 @@ def raw_rows(cfg: spec.TromptConfig, rows: int, seed: int) -> np.ndarray:
     return x
 
 
-@pytest.mark.parametrize("cfg, rows", [(WIDE, 1), (WIDE, 9), (DEEP, 5)])
+@pytest.mark.parametrize("cfg, rows", [(WIDE, 1), (WIDE, 9), (DEEP, 5), (PROMPTS, 9)])
 def test_fused_equals_xla_r5_in_float64(cfg, rows):
     params = spec.init_params(cfg, seed=rows, dtype="float64")
     x = raw_rows(cfg, rows, seed=rows)
@@ -84,6 +86,31 @@ def test_one_cell_without_vmap_matches_the_formulas():
         assert np.allclose(z, np.einsum("bc,bcd->bd", q, dev), rtol=1e-12, atol=1e-13)
 
 
+def test_the_mask_of_one_cell_without_vmap_matches_jax_autodiff():
+    # The mask kernels' short shapes (Q (P, D), K (C, D), t (B, C)), against the same function in
+    # jax.numpy, differentiated by JAX, in float64.
+    rng = np.random.default_rng(1)
+    B, P, C, D = 9, 10, LANES + 5, 6
+    args = (rng.normal(size=(P, D)), rng.normal(size=(C, D)), rng.normal(size=(B, C)),
+            1 + 0.1 * rng.normal(size=P), rng.normal(size=P), rng.normal(size=P))
+
+    def in_jax(query, key, t, s, shift, e):
+        mask = jax.nn.softmax(query @ key.T, axis=-1)
+        weights = jax.nn.softmax(s * (t @ mask.T) + shift, axis=-1)
+        return (weights * s) @ mask, weights @ e
+
+    with jax.enable_x64(True):
+        (alpha, offset), vjp = jax.vjp(in_jax, *args)
+        got = fused.mask_forward(*args)
+        assert rel_err(got[0], alpha) < 1e-13 and rel_err(got[1][:, 0], offset) < 1e-13
+        g_alpha, g_offset = rng.normal(size=(B, C)), rng.normal(size=B)
+        want = vjp((g_alpha, g_offset))
+        query, key, t, s, _, e = args
+        grads = fused.mask_backward(query, key, t, s, e, *got[2:], g_alpha, g_offset[:, None])
+        for name, ours, ref in zip(("Q", "K", "t", "s", "shift", "e"), grads, want):
+            assert rel_err(ours, ref) < 1e-12, name
+
+
 def test_other_devices_and_parallel_modes_are_refused():
     params, x, y = problem(rows=2)
     with pytest.raises(ValueError, match=r"r5-fused runs on the CPU only .* parallel=pmap"):
@@ -121,7 +148,7 @@ def test_the_build_is_named_by_its_sources(monkeypatch, tmp_path):
 
 
 def test_the_op_profile_shows_the_custom_calls_of_the_fused_variant_only():
-    # op_times traces XLA's own ops: r5-fused's passes over H are FFI custom calls, r5's are not.
+    # op_times traces XLA's own ops: r5-fused's passes over H and its mask are FFI custom calls, r5's are not.
     params, x, y = problem(rows=16)
     batches = [np.arange(8), np.arange(8, 16)]
     names = {}
@@ -133,4 +160,5 @@ def test_the_op_profile_shows_the_custom_calls_of_the_fused_variant_only():
         assert [t for _, t, _ in ops] == sorted((t for _, t, _ in ops), reverse=True)
         names[variant] = {name for name, _, _ in ops}
     assert not any(n.startswith("ffi_call") for n in names["r5"])
-    assert sum(n.startswith("ffi_call") for n in names["r5-fused"]) == 4  # stats, pool, g_q, backward
+    # stats, pool, g_q, block backward, mask forward and backward
+    assert sum(n.startswith("ffi_call") for n in names["r5-fused"]) == 6
