@@ -61,6 +61,23 @@ inline void tile(const T* a, int64_t a_row, int64_t a_col, const T* b, int64_t l
   }
 }
 
+// out[k * ldo + j] = in[j * ldi + k] for j < rows, k < cols, in blocks of 16 × 16 and in scalar code:
+// vectorised, the compiler turns the strided side into gathers or scatters, which are slow on the
+// CPUs measured (AMD EPYC: 5-18x slower than this).
+template <typename T>
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("no-tree-vectorize")))
+#endif
+void transpose(const T* in, int64_t ldi, T* out, int64_t ldo, int64_t rows, int64_t cols) {
+  constexpr int64_t BLOCK = 16;
+  for (int64_t j0 = 0; j0 < rows; j0 += BLOCK)
+    for (int64_t k0 = 0; k0 < cols; k0 += BLOCK) {
+      const int64_t jn = std::min(BLOCK, rows - j0), kn = std::min(BLOCK, cols - k0);
+      for (int64_t k = 0; k < kn; ++k)
+        for (int64_t j = 0; j < jn; ++j) out[(k0 + k) * ldo + j0 + j] = in[(j0 + j) * ldi + k0 + k];
+    }
+}
+
 // B's columns j0..j0+NR (all K rows) with row stride NR-padded when it is an edge panel: read in
 // place when all NR columns exist, else copied into a zero-padded (K, NR) buffer.
 template <typename T>
@@ -250,8 +267,8 @@ template <typename T>
 void pack_keys_task(const T* K, T* kt, const MaskShape& s, int64_t n, int64_t panel) {
   const int64_t c0 = panel * NR, width = std::min<int64_t>(NR, s.C - c0);
   T* out = kt + (n * blocks(s.C, NR) + panel) * s.D * NR;
-  for (int64_t l = 0; l < NR; ++l)
-    for (int64_t d = 0; d < s.D; ++d) out[d * NR + l] = l < width ? K[(n * s.C + c0 + l) * s.D + d] : T(0);
+  transpose(K + (n * s.C + c0) * s.D, s.D, out, NR, width, s.D);
+  for (int64_t d = 0; d < s.D; ++d) std::fill(out + d * NR + width, out + (d + 1) * NR, T(0));
 }
 
 // Rows p0..p1 of cell n's mask: M = softmax(Q Kᵀ) and L[b, p] = Σ_c t[b, c] M[p, c].
@@ -385,23 +402,35 @@ void keys_grad_task(const T* g_S, const T* Q, T* g_K, const MaskShape& s, int64_
   product_rows(g_S + n * s.P * s.C, 1, s.C, Q + n * s.P * s.D, s.D, s.P, s.D, g_K + n * s.C * s.D, s.D, c0, c1);
 }
 
+// Scratch space that outlives the call, one buffer per thread and Slot, grown when a call needs
+// more and never zeroed (every phase writes all of what it reads back). Why not a fresh vector per
+// call: glibc hands out allocations of megabytes as new mappings (its default mmap threshold), so
+// every page of them faulted in again at every call; measured, that made the forward 4x slower.
+template <typename T, int Slot>
+T* scratch(size_t n) {
+  thread_local std::vector<T> buffer;
+  if (buffer.size() < n) buffer.resize(n);
+  return buffer.data();
+}
+
 // ---------------------------------------------------------------------------------------------
 // The whole forward and backward, phase after phase. `over(cells, groups, task)` is the binding's
 // thread pool: it runs task(n, g) for every cell n < cells and group g < groups, in any order and
-// on any thread, and returns when all are done. Scratch space is allocated here; what the backward
-// needs from the forward (M, L, π) is the caller's.
+// on any thread, and returns when all are done. Scratch space is the calling thread's (`scratch`);
+// what the backward needs from the forward (M, L, π) is the caller's.
 
 template <typename T, typename Over>
 void mask_forward(const T* Q, const T* K, const T* t, const T* scale, const T* shift, const T* ebias, T* alpha,
                   T* offset, T* M, T* L, T* pi, const MaskShape& s, Over&& over) {
   const int64_t panels = blocks(s.C, NR), row_blocks = blocks(s.P, TR);
-  std::vector<T> kt(s.N * panels * s.D * NR), A(s.N * s.B * s.P);
-  over(s.N, panels, [&](int64_t n, int64_t j) { pack_keys_task(K, kt.data(), s, n, j); });
+  T* kt = scratch<T, 0>(s.N * panels * s.D * NR);
+  T* A = scratch<T, 1>(s.N * s.B * s.P);
+  over(s.N, panels, [&](int64_t n, int64_t j) { pack_keys_task(K, kt, s, n, j); });
   over(s.N, row_blocks, [&](int64_t n, int64_t g) {
-    mask_rows_task(Q, kt.data(), t, M, L, s, n, g * TR, std::min(s.P, (g + 1) * TR));
+    mask_rows_task(Q, kt, t, M, L, s, n, g * TR, std::min(s.P, (g + 1) * TR));
   });
-  over(s.N, 1, [&](int64_t n, int64_t) { prompt_weights_task(L, scale, shift, ebias, pi, A.data(), offset, s, n); });
-  over(s.N, panels, [&](int64_t n, int64_t j) { mix_columns_task(A.data(), M, alpha, s, n, j); });
+  over(s.N, 1, [&](int64_t n, int64_t) { prompt_weights_task(L, scale, shift, ebias, pi, A, offset, s, n); });
+  over(s.N, panels, [&](int64_t n, int64_t j) { mix_columns_task(A, M, alpha, s, n, j); });
 }
 
 template <typename T, typename Over>
@@ -410,25 +439,48 @@ void mask_backward(const T* Q, const T* K, const T* t, const T* scale, const T* 
                    T* g_shift, T* g_ebias, const MaskShape& s, Over&& over) {
   const int64_t panels = blocks(s.C, NR), row_blocks = blocks(s.P, TR), key_blocks = blocks(s.C, 4 * TR);
   const int64_t BP = s.B * s.P, BC = s.B * s.C;
-  std::vector<T> g_A(s.N * BP), g_L(s.N * BP), left(2 * s.N * BP), right(2 * s.N * BC), g_S(s.N * s.P * s.C);
+  T* g_A = scratch<T, 2>(s.N * BP);
+  T* g_L = scratch<T, 3>(s.N * BP);
+  T* left = scratch<T, 4>(2 * s.N * BP);
+  T* right = scratch<T, 5>(2 * s.N * BC);
+  T* g_S = scratch<T, 6>(s.N * s.P * s.C);
   over(s.N, row_blocks, [&](int64_t n, int64_t g) {
-    weights_grad_task(g_alpha, M, g_A.data(), s, n, g * TR, std::min(s.P, (g + 1) * TR));
+    weights_grad_task(g_alpha, M, g_A, s, n, g * TR, std::min(s.P, (g + 1) * TR));
   });
   over(s.N, 1, [&](int64_t n, int64_t) {
-    prompt_weights_grad_task(L, pi, scale, ebias, g_A.data(), g_offset, g_L.data(), g_scale, g_shift, g_ebias, s, n);
+    prompt_weights_grad_task(L, pi, scale, ebias, g_A, g_offset, g_L, g_scale, g_shift, g_ebias, s, n);
     // dM's two factors, stacked per cell: [dL; A] (2B, P) with A = π ∘ s, and [t; dα] (2B, C)
-    std::copy_n(g_L.data() + n * BP, BP, left.data() + 2 * n * BP);
+    std::copy_n(g_L + n * BP, BP, left + 2 * n * BP);
     for (int64_t i = 0; i < BP; ++i) left[(2 * n + 1) * BP + i] = pi[n * BP + i] * scale[n * s.P + i % s.P];
-    std::copy_n(t + n * BC, BC, right.data() + 2 * n * BC);
-    std::copy_n(g_alpha + n * BC, BC, right.data() + (2 * n + 1) * BC);
+    std::copy_n(t + n * BC, BC, right + 2 * n * BC);
+    std::copy_n(g_alpha + n * BC, BC, right + (2 * n + 1) * BC);
   });
-  over(s.N, panels, [&](int64_t n, int64_t j) { mix_columns_task(g_L.data(), M, g_t, s, n, j); });
+  over(s.N, panels, [&](int64_t n, int64_t j) { mix_columns_task(g_L, M, g_t, s, n, j); });
   over(s.N, row_blocks, [&](int64_t n, int64_t g) {
-    logits_grad_rows_task(M, left.data(), right.data(), K, g_S.data(), g_Q, s, n, g * TR,
-                          std::min(s.P, (g + 1) * TR));
+    logits_grad_rows_task(M, left, right, K, g_S, g_Q, s, n, g * TR, std::min(s.P, (g + 1) * TR));
   });
   over(s.N, key_blocks, [&](int64_t n, int64_t g) {
-    keys_grad_task(g_S.data(), Q, g_K, s, n, g * 4 * TR, std::min(s.C, (g + 1) * 4 * TR));
+    keys_grad_task(g_S, Q, g_K, s, n, g * 4 * TR, std::min(s.C, (g + 1) * 4 * TR));
+  });
+}
+
+// out[n] = op(a[n]) op(b[n]) for every cell n, with op a transpose where asked: a is (N, M, K), or
+// (N, K, M) with trans_a; b is (N, K, J), or (N, J, K) with trans_b; out is (N, M, J). The tile reads
+// a transposed A in place (through its strides) but wants B's rows as consecutive numbers, so a
+// transposed B is copied into (K, J) first. The mask's queries come out of such products (a linear
+// layer per cell: x Wᵀ, and in its backward dy W and dyᵀ x); torch's bmm runs them at MKL's AVX2 rate.
+template <typename T, typename Over>
+void cell_product(const T* a, const T* b, T* out, int64_t N, int64_t M, int64_t K, int64_t J, bool trans_a,
+                  bool trans_b, Over&& over) {
+  if (trans_b) {
+    T* packed = scratch<T, 7>(N * K * J);
+    over(N, 1, [&](int64_t n, int64_t) { transpose(b + n * J * K, K, packed + n * K * J, J, J, K); });
+    b = packed;
+  }
+  const int64_t a_row = trans_a ? 1 : K, a_col = trans_a ? M : 1;
+  over(N, blocks(M, TR), [&](int64_t n, int64_t g) {
+    product_rows(a + n * M * K, a_row, a_col, b + n * K * J, J, K, J, out + n * M * J, J, g * TR,
+                 std::min(M, (g + 1) * TR));
   });
 }
 

@@ -67,7 +67,8 @@ over prompts (F2, F5; model.importance_mask and model._reassociated_pooling), pe
     M = softmax_c(Q Kᵀ)  (P, C)      L = t Mᵀ  (B, P)      π = softmax_p(s ∘ L + shift)
     α = (π ∘ s) M  (B, C)            offset = π · e  (B)
 
-with Q, K the mask's queries and keys (model.queries_and_keys, still torch), s = 1 + w and e the
+with Q, K the mask's queries and keys (model.queries_and_keys: torch, but for the product of
+dense_imp, which runs on the tile below as `cell_linear`), s = 1 + w and e the
 expansion's weight and bias, shift = e Σv + v0. torch.compile runs this as a dozen kernels over
 (N, P, C) tensors (3 MB each at full size): the logits' product, the softmax, the two small
 products with M and, in the backward, the gradient of M from both of them, the softmax's backward
@@ -85,7 +86,8 @@ dM is never stored apart from dS (it is written in place of it, row by row). The
 with P·C·D terms (Q Kᵀ, dS K, dSᵀ Q: 0.58 GFLOP a step at full size) run through one register
 tile of 8 rows × 32 columns (16 AVX-512 accumulators), which reaches about the rate of oneDNN's
 large GEMMs on the machine the REPORT names, where MKL's kernels, which torch's bmm calls, run
-their AVX2 code path. The softmax's exp is a polynomial in AVX-512 for float32 (within 2 ulp of
+their AVX2 code path. The same tile computes the queries' linear layer (cell_linear: x Wᵀ per
+cell, and dy W, dyᵀ x in its backward; 0.15 GFLOP a step), which torch runs through MKL too. The softmax's exp is a polynomial in AVX-512 for float32 (within 2 ulp of
 expf), std::exp otherwise. Sums follow loop order; the long ones (over C) run in vector lanes
 added in float64 at the end, as in the block's kernels.
 
@@ -331,6 +333,41 @@ def mask_pool(query: torch.Tensor, key: torch.Tensor, t: torch.Tensor, scale: to
     """α = (π ∘ s) M and π·e, with M = softmax_c(Q Kᵀ) and π = softmax_p(s ∘ (t Mᵀ) + shift): the
     importance mask and r5's prompt pooling (model._reassociated_pooling) in fused kernels."""
     return MaskPool.apply(query, key, t, scale, shift, expand_bias)
+
+
+# ---------------------------------------------------------------------------------------------
+# A linear layer per cell, y = x Wᵀ, on the same register tile (the mask's queries).
+
+
+@torch.library.custom_op("trompt_fused::cell_matmul", mutates_args=())
+def cell_matmul(a: torch.Tensor, b: torch.Tensor, trans_a: bool, trans_b: bool) -> torch.Tensor:
+    """op(a) @ op(b) for each cell of the leading axis, op a transpose where asked."""
+    return kernels().cell_matmul(a, b, trans_a, trans_b)
+
+
+@cell_matmul.register_fake
+def _(a: torch.Tensor, b: torch.Tensor, trans_a: bool, trans_b: bool) -> torch.Tensor:
+    return a.new_empty((a.shape[0], a.shape[2 if trans_a else 1], b.shape[1 if trans_b else 2]))
+
+
+class CellLinear(torch.autograd.Function):
+    """(x (N, M, K), W (N, J, K)) -> x Wᵀ (N, M, J); backward dx = dy W, dW = dyᵀ x."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, w)
+        return cell_matmul(x, w, False, True)
+
+    @staticmethod
+    def backward(ctx, g_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, w = ctx.saved_tensors
+        g_y = g_y.contiguous()
+        return cell_matmul(g_y, w, False, False), cell_matmul(g_y, x, True, False)
+
+
+def cell_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """x Wᵀ per cell: x (N, M, K), W (N, J, K) -> (N, M, J)."""
+    return CellLinear.apply(x, w)
 
 
 def embed_stats(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, u: torch.Tensor

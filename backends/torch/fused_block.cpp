@@ -168,6 +168,23 @@ std::vector<at::Tensor> mask_backward(at::Tensor q, at::Tensor k, at::Tensor t, 
   return {g_q, g_k, g_t, g_scale, g_shift, g_ebias};
 }
 
+// op(a) @ op(b) per cell (fused_mask::cell_product): a (N, M, K) or, transposed, (N, K, M); b (N, K, J)
+// or (N, J, K).
+at::Tensor cell_matmul(at::Tensor a, at::Tensor b, bool trans_a, bool trans_b) {
+  TORCH_CHECK(a.dim() == 3 && b.dim() == 3 && a.size(0) == b.size(0) && a.scalar_type() == b.scalar_type(),
+              "cell matmul: a and b (N, ., .) of one dtype expected");
+  const int64_t N = a.size(0), M = a.size(trans_a ? 2 : 1), K = a.size(trans_a ? 1 : 2);
+  const int64_t J = b.size(trans_b ? 1 : 2);
+  TORCH_CHECK(b.size(trans_b ? 2 : 1) == K, "cell matmul: inner sizes differ");
+  a = a.contiguous(), b = b.contiguous();
+  auto out = at::empty({N, M, J}, a.options());
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "cell_matmul", [&] {
+    fused_mask::cell_product(a.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), N, M, K, J,
+                             trans_a, trans_b, OverTasks{});
+  });
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -177,5 +194,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pool_grad_q", &pool_grad_q);
   m.def("mask_forward", &mask_forward);
   m.def("mask_backward", &mask_backward);
+  m.def("cell_matmul", &cell_matmul);
   m.attr("LANES") = LANES;
 }

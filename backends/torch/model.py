@@ -103,15 +103,20 @@ def importance_mask(p: Params) -> torch.Tensor:
     return torch.softmax(query @ key.transpose(1, 2), dim=-1)  # (N, P, C)
 
 
-def queries_and_keys(p: Params) -> tuple[torch.Tensor, torch.Tensor]:
-    """The mask's Q (N, P, D) and K (N, C, D): M = softmax(Q Kᵀ) over the columns."""
+def queries_and_keys(p: Params, cell_linear: Callable | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mask's Q (N, P, D) and K (N, C, D): M = softmax(Q Kᵀ) over the columns. `cell_linear`
+    (x, W) -> x Wᵀ per cell, if given, computes dense_imp on the concatenated input instead."""
     emb_prompt = p["emb_prompt"]  # (N, P, D)
     D = emb_prompt.shape[-1]
-    w_ln, w_prompt = p["dense_imp.weight"][:, :, :D], p["dense_imp.weight"][:, :, D:]  # (N, D, D) each
-    # dense_imp([LN(Ep) ‖ Π]) split into its two halves: the same sum, no concatenated copy.
     prompt_ln = layer_norm(emb_prompt, p["ln_prompt.weight"], p["ln_prompt.bias"])  # (N, P, D)
-    query = (prompt_ln @ w_ln.transpose(1, 2) + p["prompt"] @ w_prompt.transpose(1, 2)
-             + p["dense_imp.bias"].unsqueeze(1) + emb_prompt)  # (N, P, D)
+    if cell_linear is None:
+        # dense_imp([LN(Ep) ‖ Π]) split into its two halves: the same sum, no concatenated copy.
+        w_ln, w_prompt = p["dense_imp.weight"][:, :, :D], p["dense_imp.weight"][:, :, D:]  # (N, D, D) each
+        imp = prompt_ln @ w_ln.transpose(1, 2) + p["prompt"] @ w_prompt.transpose(1, 2)
+    else:
+        imp_input = torch.cat([prompt_ln, p["prompt"].expand_as(prompt_ln)], dim=-1)  # (N, P, 2D)
+        imp = cell_linear(imp_input, p["dense_imp.weight"])
+    query = imp + p["dense_imp.bias"].unsqueeze(1) + emb_prompt  # (N, P, D)
     # ln_col.bias adds the constant Q·β to every logit of a row, which softmax ignores (F7): its
     # true gradient is exactly zero, so it takes none (AdamW then only decays it, as it should).
     key = layer_norm(p["emb_column"], p["ln_col.weight"], p["ln_col.bias"].detach())  # (N, C, D)
@@ -248,7 +253,7 @@ def forward_r5_fused(p: Params, x: torch.Tensor) -> torch.Tensor:
     mean, rstd, t_raw, handoff = fused.embed_stats(x, w, bias, gamma * v)  # (N, B, C) each
     t = rstd * t_raw + (beta @ v)[:, None, None]  # (N, B, C)
     # The mask and _reassociated_pooling in one fused Function: the same terms, F7's detach included.
-    query, key = queries_and_keys(p)
+    query, key = queries_and_keys(p, fused.cell_linear)
     scale, expand_bias = 1 + p["dense_expand.weight"].squeeze(-1), p["dense_expand.bias"]  # (N, P)
     shift = expand_bias * v.sum() + p["tdown.dense0.bias"].detach()  # (N, P)
     alpha, offset = fused.mask_pool(query.to(w.dtype), key.to(w.dtype), t.to(w.dtype), scale.to(w.dtype),

@@ -103,6 +103,23 @@ def test_the_mask_matches_torch(N, B, P, C, D, dtype, tol):
         assert torch.linalg.norm(ours - ref) <= tol * torch.linalg.norm(ref)
 
 
+@pytest.mark.parametrize("N, M, K, J", [(2, 9, 17, 33), (1, 1, 1, 1), (1, 8, 40, 32)])
+def test_gradcheck_of_the_cell_linear_layer(N, M, K, J):
+    rng = np.random.default_rng(3)
+    x, w = (torch.tensor(rng.normal(size=shape), requires_grad=True) for shape in ((N, M, K), (N, J, K)))
+    assert torch.autograd.gradcheck(fused.cell_linear, (x, w))
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-14), (torch.float32, 1e-6)])
+def test_the_cell_linear_layer_matches_torch_at_full_size(dtype, tol):
+    # The mask's queries: (N, P, 2D) @ (N, D, 2D)ᵀ, and both products of the backward.
+    x, w = (torch.randn(shape, dtype=dtype, requires_grad=True) for shape in ((6, 128, 256), (6, 128, 256)))
+    g_y = torch.randn(6, 128, 128, dtype=dtype)
+    ours, ref = fused.cell_linear(x, w), x @ w.transpose(1, 2)
+    for a, b in zip((ours, *torch.autograd.grad(ours, (x, w), g_y)), (ref, *torch.autograd.grad(ref, (x, w), g_y))):
+        assert torch.linalg.norm(a - b) <= tol * torch.linalg.norm(b)
+
+
 def data_for(cfg: spec.TromptConfig, rows: int) -> tuple[dict, np.ndarray, np.ndarray]:
     if cfg == CFG:
         return problem(rows=rows)
@@ -205,7 +222,7 @@ def test_a_checkpoint_of_the_transposed_layout_continues_bit_identically():
 
 @pytest.mark.parametrize("compiled", [False, True])
 def test_the_op_profile_counts_each_kernel_once_per_step(compiled):
-    # op_times (torch.profiler) sees the six custom ops once per step; compiled, the loss is
+    # op_times (torch.profiler) sees the custom ops once per step (the queries' product three times); compiled, the loss is
     # recompiled with inductor's per-kernel profiling, so its generated CPU kernels appear by name.
     params, x, y = problem(rows=16)
     batches = [np.arange(8), np.arange(8, 16), np.arange(4, 12)]  # one shape: no recompile inside
@@ -216,5 +233,6 @@ def test_the_op_profile_counts_each_kernel_once_per_step(compiled):
     for op in ("stats_forward", "pool_forward", "pool_grad_q", "block_backward", "mask_forward",
                "mask_backward"):
         assert calls[f"trompt_fused::{op}"] == len(batches)
+    assert calls["trompt_fused::cell_matmul"] == 3 * len(batches)  # the queries: forward, 2 backward
     assert [t for _, t, _ in ops] == sorted((t for _, t, _ in ops), reverse=True) and ops[-1][1] > 0
     assert any("cpp_fused" in name for name in calls) == compiled
