@@ -44,8 +44,8 @@ from bench import cli, output, results, sysinfo
 
 # Further configurations worth a row of their own, as (file suffix, options, the one device they
 # run on or None for any): torch compiling the step (compilation is reported apart as the first
-# step's time), and on the CPU the fused C++ kernels of the embedding block (built once per
-# machine, before timing) inside torch's compiled step and inside JAX's.
+# step's time), and on the CPU the fused C++ kernels of the embedding block and the mask (built
+# once per machine, before timing) inside torch's compiled step and inside JAX's.
 EXTRA_RUNS = {"torch": [("-compile", ["--opt", "compile=true"], None),
                         ("-fused-compile", ["--opt", "compile=true", "--opt", "variant=r5-fused"], "cpu")],
               "jax": [("-fused", ["--opt", "variant=r5-fused"], "cpu")]}
