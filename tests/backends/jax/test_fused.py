@@ -2,8 +2,8 @@
 
 Oracles: the float64 reference trainer (through bench check) and JAX's own r5, which computes the
 same function with XLA's code (H materialised), on odd shapes: one row, an odd batch, C spanning
-several 32-column tasks with a remainder, D odd and past 128 (the pool forward's 2-channel blocks
-leave one over); and, for a single cell called without vmap, the formulas written out in numpy.
+several 32-column tasks with a remainder, D odd and past 128 (the pool forward's 4-channel blocks
+leave three over); and, for a single cell called without vmap, the formulas written out in numpy.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from tests.contract.round_trip import assert_continues_bit_identically  # noqa: 
 
 # Several column blocks and a remainder block of 5 columns.
 WIDE = spec.TromptConfig(n_columns=2 * fused.LANES + 5, n_prompts=5, d_model=10, n_cycles=2)
-# An odd number of channels past 128: the pool forward's 2-channel blocks leave one over.
+# An odd number of channels past 128: the pool forward's 4-channel blocks leave three over.
 DEEP = spec.TromptConfig(n_columns=fused.LANES + 7, n_prompts=3, d_model=131, n_cycles=1)
 
 
