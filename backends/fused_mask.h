@@ -120,7 +120,7 @@ void product_rows(const T* a, int64_t a_row, int64_t a_col, const T* B, int64_t 
 
 // ---------------------------------------------------------------------------------------------
 // exp for the softmaxes: AVX-512 for float32 (a degree-6 polynomial after the usual range
-// reduction, within 2 ulp of expf on the softmax's range x ≤ 0), std::exp otherwise.
+// reduction; the tests hold the softmaxes built on it to float64), std::exp otherwise.
 
 #if defined(__AVX512F__)
 inline __m512 exp16(__m512 x) {

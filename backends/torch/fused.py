@@ -87,9 +87,10 @@ with P·C·D terms (Q Kᵀ, dS K, dSᵀ Q: 0.58 GFLOP a step at full size) run t
 tile of 8 rows × 32 columns (16 AVX-512 accumulators), which reaches about the rate of oneDNN's
 large GEMMs on the machine the REPORT names, where MKL's kernels, which torch's bmm calls, run
 their AVX2 code path. The same tile computes the queries' linear layer (cell_linear: x Wᵀ per
-cell, and dy W, dyᵀ x in its backward; 0.15 GFLOP a step), which torch runs through MKL too. The softmax's exp is a polynomial in AVX-512 for float32 (within 2 ulp of
-expf), std::exp otherwise. Sums follow loop order; the long ones (over C) run in vector lanes
-added in float64 at the end, as in the block's kernels.
+cell, and dy W, dyᵀ x in its backward; 0.15 GFLOP a step), which torch runs through MKL too.
+The softmax's exp is a degree-6 polynomial after the usual range reduction, in AVX-512 for
+float32, and std::exp otherwise. Sums follow loop order; the long ones (over C) run in vector
+lanes added in float64 at the end, as in the block's kernels.
 
 Building. The extension is compiled at first use with the machine's C++ compiler (g++ with
 -O3 -march=native; tens of seconds) by torch.utils.cpp_extension, which caches it under
