@@ -40,8 +40,8 @@ constexpr int BW = 16;     // block backward: columns per half-task (one AVX-512
 constexpr int BRB = 4;     // block backward: rows per block
 constexpr int VL = 16;     // pool forward: columns in the lanes (one AVX-512 vector of float32)
 constexpr int PD = 4;      // pool forward: channels per block
-constexpr int PR = 1;      // pool forward: rows per block (PR × PD accumulators of VL lanes; 4 × 1: 0.25
-                           // ms at full size where 2 × 2 took 0.30, 8 × 1 0.25, 16 × 1 0.31, 2-core EPYC)
+constexpr int PR = 1;      // pool forward: rows per block (PR × PD accumulators of VL lanes; 4 × 1 was
+                           // the fastest of 2-16 channels × 1-2 rows on a 2-core AMD EPYC with AVX-512)
 
 template <typename T>
 inline T relu(T v) { return v > T(0) ? v : T(0); }
@@ -229,10 +229,9 @@ void block_backward_columns(const T* X, const T* W, const T* Bias, const T* U, c
   }
 }
 
-// The task: its LANES columns in halves of BW (which the backward's many per-row values fit in
-// registers at: BW = 16 and BRB = 4 took 0.63 ms where the forward's 32 × 2 took 1.08 on a 2-core
-// AMD EPYC with AVX-512, the full-size block). g_u's partial sum of the task goes to
-// g_u_part[(n, group)] in float64.
+// The task: its LANES columns in halves of BW, a width at which the backward's many per-row values
+// fit in registers with BRB rows (faster than the other kernels' LANES × RB on a 2-core AMD EPYC
+// with AVX-512). g_u's partial sum of the task goes to g_u_part[(n, group)] in float64.
 template <typename T, bool WANT_GX>
 void block_backward_task(const T* X, const T* W, const T* Bias, const T* U, const T* mean, const T* rstd,
                          const T* g_mean, const T* g_rstd, const T* g_traw, const T* q, const T* g_z, T* g_w,

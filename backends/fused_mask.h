@@ -62,8 +62,8 @@ inline void tile(const T* a, int64_t a_row, int64_t a_col, const T* b, int64_t l
 }
 
 // out[k * ldo + j] = in[j * ldi + k] for j < rows, k < cols, in blocks of 16 × 16 and in scalar code:
-// vectorised, the compiler turns the strided side into gathers or scatters, which are slow on the
-// CPUs measured (AMD EPYC: 5-18x slower than this).
+// vectorised, the compiler turns the strided side into gathers or scatters, which were several
+// times slower on the AMD EPYC measured.
 template <typename T>
 #if defined(__GNUC__) && !defined(__clang__)
 __attribute__((optimize("no-tree-vectorize")))
@@ -405,7 +405,7 @@ void keys_grad_task(const T* g_S, const T* Q, T* g_K, const MaskShape& s, int64_
 // Scratch space that outlives the call, one buffer per thread and Slot, grown when a call needs
 // more and never zeroed (every phase writes all of what it reads back). Why not a fresh vector per
 // call: glibc hands out allocations of megabytes as new mappings (its default mmap threshold), so
-// every page of them faulted in again at every call; measured, that made the forward 4x slower.
+// every page of them faulted in again at every call, which made the forward several times slower.
 template <typename T, int Slot>
 T* scratch(size_t n) {
   thread_local std::vector<T> buffer;

@@ -84,10 +84,10 @@ the two softmaxes (dz = y ∘ (dy − y·dy) for y = softmax(z)):
 
 dM is never stored apart from dS (it is written in place of it, row by row). The three products
 with P·C·D terms (Q Kᵀ, dS K, dSᵀ Q: 0.58 GFLOP a step at full size) run through one register
-tile of 8 rows × 32 columns (16 AVX-512 accumulators), which reaches about the rate of oneDNN's
-large GEMMs on the machine the REPORT names, where MKL's kernels, which torch's bmm calls, run
-their AVX2 code path. The same tile computes the queries' linear layer (cell_linear: x Wᵀ per
-cell, and dy W, dyᵀ x in its backward; 0.15 GFLOP a step), which torch runs through MKL too.
+tile of 8 rows × 32 columns (16 AVX-512 accumulators), where MKL's kernels, which torch's bmm
+calls, run their AVX2 code path on the machine the REPORT names. The same tile computes the
+queries' linear layer (cell_linear: x Wᵀ per cell, and dy W, dyᵀ x in its backward; 0.15 GFLOP a
+step), which torch runs through MKL too.
 The softmax's exp is a degree-6 polynomial after the usual range reduction, in AVX-512 for
 float32, and std::exp otherwise. Sums follow loop order; the long ones (over C) run in vector
 lanes added in float64 at the end, as in the block's kernels.
