@@ -78,8 +78,8 @@ void transpose(const T* in, int64_t ldi, T* out, int64_t ldo, int64_t rows, int6
     }
 }
 
-// B's columns j0..j0+NR (all K rows) with row stride NR-padded when it is an edge panel: read in
-// place when all NR columns exist, else copied into a zero-padded (K, NR) buffer.
+// Columns j0..j0+NR of B's K rows, as the tile reads them: in place when all NR columns exist,
+// else (an edge panel) copied into a zero-padded (K, NR) buffer.
 template <typename T>
 struct Panel {
   const T* b;
@@ -204,7 +204,7 @@ inline void store(T* p, const Vec<T>& v) { std::memcpy(p, &v, sizeof v); }
 // The largest of n numbers, lane-wise first.
 template <typename T>
 inline T largest(const T* row, int64_t n) {
-  Vec<T> top = load(row) * T(0) + row[0];
+  Vec<T> top = Vec<T>{} + row[0];  // row[0] in every lane
   int64_t c = 0;
   for (; c + VW<T> <= n; c += VW<T>) {
     const Vec<T> v = load(row + c);
