@@ -106,13 +106,17 @@ inline void store_rows(const T (&in)[R][W], Out* a, int64_t n, int64_t b0, int64
     for (int l = 0; l < width; ++l) a[(n * B + b0 + r) * C + c0 + l] = in[r][l];
 }
 
-// Runs body.template operator()<R>(b0) over the rows in blocks of BLOCK, then one row at a time.
+// Runs body.template operator()<R>(b0) over the rows begin..end in blocks of BLOCK, then one row at
+// a time (fused_mask.h's products tile their rows the same way).
 template <int BLOCK, typename Body>
-inline void for_row_blocks(int64_t B, Body&& body) {
-  int64_t b0 = 0;
-  for (; b0 + BLOCK <= B; b0 += BLOCK) body.template operator()<BLOCK>(b0);
-  for (; b0 < B; ++b0) body.template operator()<1>(b0);
+inline void for_row_blocks(int64_t begin, int64_t end, Body&& body) {
+  int64_t b0 = begin;
+  for (; b0 + BLOCK <= end; b0 += BLOCK) body.template operator()<BLOCK>(b0);
+  for (; b0 < end; ++b0) body.template operator()<1>(b0);
 }
+
+template <int BLOCK, typename Body>
+inline void for_row_blocks(int64_t B, Body&& body) { for_row_blocks<BLOCK>(0, B, body); }
 
 // ---------------------------------------------------------------------------------------------
 // EmbedStats forward: μ, r, t_raw per (n, b, c). Two passes over d (the two-pass variance); H is

@@ -37,7 +37,11 @@
 #include <immintrin.h>
 #endif
 
+#include "fused_block.h"  // for_row_blocks
+
 namespace fused_mask {
+
+using fused_block::for_row_blocks;
 
 constexpr int NR = 32;  // result columns per tile (vector lanes)
 constexpr int TR = 8;   // result rows per tile: 8 × 2 accumulators of 16 lanes, 2 of B, 1 broadcast
@@ -99,23 +103,25 @@ struct Panel {
   }
 };
 
-// out[i, j] = Σ_k A(i, k) B[k, j] for rows i0..i1 and every column of B (`cols` of them), out
-// row-major with row stride ldo; rows in tiles of TR, then one at a time.
+// out[i, j] = Σ_k A(i, k) B[k, j] for rows i0..i1 and the NR-column panel of B starting at column
+// j0 (of `cols`), out row-major with row stride ldo; rows in tiles of TR, then one at a time.
+template <typename T>
+void product_panel(const T* a, int64_t a_row, int64_t a_col, const T* B, int64_t ldb, int64_t K, int64_t cols,
+                   int64_t j0, T* out, int64_t ldo, int64_t i0, int64_t i1) {
+  const Panel<T> panel(B, ldb, K, cols, j0);
+  for_row_blocks<TR>(i0, i1, [&]<int R>(int64_t i) {
+    T acc[R][NR] = {};
+    tile<T, R>(a + i * a_row, a_row, a_col, panel.b, panel.ldb, K, acc);
+    for (int r = 0; r < R; ++r)
+      for (int64_t j = 0; j < panel.width; ++j) out[(i + r) * ldo + j0 + j] = acc[r][j];
+  });
+}
+
+// The same for every panel of B's columns.
 template <typename T>
 void product_rows(const T* a, int64_t a_row, int64_t a_col, const T* B, int64_t ldb, int64_t K, int64_t cols,
                   T* out, int64_t ldo, int64_t i0, int64_t i1) {
-  for (int64_t j0 = 0; j0 < cols; j0 += NR) {
-    const Panel<T> panel(B, ldb, K, cols, j0);
-    auto run = [&]<int R>(int64_t i) {
-      T acc[R][NR] = {};
-      tile<T, R>(a + i * a_row, a_row, a_col, panel.b, panel.ldb, K, acc);
-      for (int r = 0; r < R; ++r)
-        for (int64_t j = 0; j < panel.width; ++j) out[(i + r) * ldo + j0 + j] = acc[r][j];
-    };
-    int64_t i = i0;
-    for (; i + TR <= i1; i += TR) run.template operator()<TR>(i);
-    for (; i < i1; ++i) run.template operator()<1>(i);
-  }
+  for (int64_t j0 = 0; j0 < cols; j0 += NR) product_panel(a, a_row, a_col, B, ldb, K, cols, j0, out, ldo, i0, i1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -244,14 +250,11 @@ inline void dots(const T* a, int64_t lda, const T* m, int64_t n, double (&out)[R
 // out[b·ldo] = Σ_c a[b, c] m[c] for every row b < B of a (row stride lda), in blocks of 8 rows.
 template <typename T>
 inline void dot_rows(const T* a, int64_t lda, int64_t B, const T* m, int64_t n, T* out, int64_t ldo) {
-  auto run = [&]<int R>(int64_t b) {
+  for_row_blocks<8>(B, [&]<int R>(int64_t b) {
     double sums[R];
     dots<T, R>(a + b * lda, lda, m, n, sums);
     for (int r = 0; r < R; ++r) out[(b + r) * ldo] = T(sums[r]);
-  };
-  int64_t b = 0;
-  for (; b + 8 <= B; b += 8) run.template operator()<8>(b);
-  for (; b < B; ++b) run.template operator()<1>(b);
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -280,14 +283,11 @@ void mask_rows_task(const T* Q, const T* kt, const T* t, T* M, T* L, const MaskS
   for (int64_t j = 0; j < panels; ++j) {
     const T* b = kt + (n * panels + j) * s.D * NR;
     const int64_t width = std::min<int64_t>(NR, s.C - j * NR);
-    auto run = [&]<int R>(int64_t p) {
+    for_row_blocks<TR>(p0, p1, [&]<int R>(int64_t p) {
       T acc[R][NR] = {};
       tile<T, R>(Q + (n * s.P + p) * s.D, s.D, 1, b, NR, s.D, acc);
       for (int r = 0; r < R; ++r) std::memcpy(mask + (p + r) * s.C + j * NR, acc[r], width * sizeof(T));
-    };
-    int64_t p = p0;
-    for (; p + TR <= p1; p += TR) run.template operator()<TR>(p);
-    for (; p < p1; ++p) run.template operator()<1>(p);
+    });
   }
   for (int64_t p = p0; p < p1; ++p) {
     T* row = mask + p * s.C;
@@ -319,16 +319,8 @@ void prompt_weights_task(const T* L, const T* scale, const T* shift, const T* eb
 // backward dt from dL): a product with B rows of W broadcast and M's panel in the lanes.
 template <typename T>
 void mix_columns_task(const T* W, const T* M, T* out, const MaskShape& s, int64_t n, int64_t panel) {
-  const Panel<T> m(M + n * s.P * s.C, s.C, s.P, s.C, panel * NR);
-  auto run = [&]<int R>(int64_t b) {
-    T acc[R][NR] = {};
-    tile<T, R>(W + (n * s.B + b) * s.P, s.P, 1, m.b, m.ldb, s.P, acc);
-    for (int r = 0; r < R; ++r)
-      for (int64_t j = 0; j < m.width; ++j) out[(n * s.B + b + r) * s.C + panel * NR + j] = acc[r][j];
-  };
-  int64_t b = 0;
-  for (; b + TR <= s.B; b += TR) run.template operator()<TR>(b);
-  for (; b < s.B; ++b) run.template operator()<1>(b);
+  product_panel(W + n * s.B * s.P, s.P, 1, M + n * s.P * s.C, s.C, s.P, s.C, panel * NR, out + n * s.B * s.C, s.C,
+                0, s.B);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -67,6 +67,14 @@ const T* in(const ffi::AnyBuffer& a) { return static_cast<const T*>(a.untyped_da
 template <typename T>
 T* out(ffi::Result<ffi::AnyBuffer>& a) { return static_cast<T*>(a->untyped_data()); }
 
+// body.template operator()<T>(shape) with T the C++ type of `type`, float or double.
+template <typename Shape, typename Body>
+ffi::Error with_dtype(ffi::DataType type, const Shape& shape, Body&& body, const std::string& kernels) {
+  if (type == ffi::DataType::F32) return body.template operator()<float>(shape);
+  if (type == ffi::DataType::F64) return body.template operator()<double>(shape);
+  return ffi::Error::InvalidArgument(kernels + ": float32 or float64 buffers expected");
+}
+
 // Every handler's prologue: checks the shapes of x and W, then calls
 // body.template operator()<T>(shape) with T = float or double, their dtype.
 template <typename Body>
@@ -76,9 +84,7 @@ ffi::Error dispatch(const ffi::AnyBuffer& x, const ffi::AnyBuffer& w, Body&& bod
     return ffi::Error::InvalidArgument(
         "fused block: x (B, C) and W (D, C) or (N, D, C) of one dtype expected");
   }
-  if (w.element_type() == ffi::DataType::F32) return body.template operator()<float>(*shape);
-  if (w.element_type() == ffi::DataType::F64) return body.template operator()<double>(*shape);
-  return ffi::Error::InvalidArgument("fused block: float32 or float64 buffers expected");
+  return with_dtype(w.element_type(), *shape, body, "fused block");
 }
 
 ffi::Error stats_forward(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer bias,
@@ -169,9 +175,7 @@ template <typename Body>
 ffi::Error dispatch_mask(const ffi::AnyBuffer& q, const ffi::AnyBuffer& k, const ffi::AnyBuffer& t, Body&& body) {
   const auto shape = mask_shape(q, k, t);
   if (!shape) return ffi::Error::InvalidArgument("fused mask: Q (P, D), K (C, D) and t (B, C) of one dtype expected");
-  if (q.element_type() == ffi::DataType::F32) return body.template operator()<float>(*shape);
-  if (q.element_type() == ffi::DataType::F64) return body.template operator()<double>(*shape);
-  return ffi::Error::InvalidArgument("fused mask: float32 or float64 buffers expected");
+  return with_dtype(q.element_type(), *shape, body, "fused mask");
 }
 
 ffi::Error mask_forward(ffi::ThreadPool pool, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer t,

@@ -326,7 +326,7 @@ class MaskPool(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_alpha: torch.Tensor, g_offset: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return mask_backward(*ctx.saved_tensors, g_alpha.contiguous(), g_offset.contiguous())
+        return mask_backward(*ctx.saved_tensors, g_alpha, g_offset)
 
 
 def mask_pool(query: torch.Tensor, key: torch.Tensor, t: torch.Tensor, scale: torch.Tensor,
