@@ -226,19 +226,17 @@ class Trompt(nnx.Module):
 
     def __call__(self, x: jax.Array, variant: str = "r5") -> jax.Array:
         """x (B, C) -> predictions (B, N)."""
-        if variant == "r5-fused":  # the kernels build the masks from each cell's Q and K
-            v, v0 = self.tdown.dense0.kernel[...][:, 0], self.tdown.dense0.bias[...][0]
+        v, v0 = self.tdown.dense0.kernel[...][:, 0], self.tdown.dense0.bias[...][0]  # r5's head (F5)
+        if variant == "r5-fused":  # the kernels build each cell's mask from its Q and K
             prompt = self.prompt[...]
             pooled_r5 = nnx.vmap(lambda cell: cell.pooled_r5(x, None, v, v0, variant, prompt), in_axes=(0,))
-            return self.tdown(pooled_r5(self.tcells)).T
-        masks = self.masks()
-        if variant in POOLS:
-            v, v0 = self.tdown.dense0.kernel[...][:, 0], self.tdown.dense0.bias[...][0]
+            pooled = pooled_r5(self.tcells)  # (N, B, D)
+        elif variant in POOLS:
             pooled_r5 = nnx.vmap(lambda cell, m: cell.pooled_r5(x, m, v, v0, variant), in_axes=(0, 0))
-            pooled = pooled_r5(self.tcells, masks)  # (N, B, D)
+            pooled = pooled_r5(self.tcells, self.masks())  # (N, B, D)
         elif variant == "r3":
             pooled_r3 = nnx.vmap(lambda cell, m: cell.pooled_r3(x, m), in_axes=(0, 0))
-            pooled = self.tdown.pool(pooled_r3(self.tcells, masks))  # (N, B, P, D) -> (N, B, D)
+            pooled = self.tdown.pool(pooled_r3(self.tcells, self.masks()))  # (N, B, P, D) -> (N, B, D)
         else:
             raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
         return self.tdown(pooled).T  # (N, B) -> (B, N)
